@@ -1,0 +1,12 @@
+"""autotune: search the fastest correct configuration of every BERT operator.
+
+The public command is ``autotune`` (see ``autotune.cli``). Library users start at
+``autotune.runtime`` for loading a tuned configuration.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+SCHEMA_VERSION = 1
+
+__all__ = ["SCHEMA_VERSION", "__version__"]

@@ -1,0 +1,168 @@
+"""Linear layers on CPU: y = epilogue(x·Wᵀ + b), built once per weight, called many times.
+
+The levers are real ones on x86: the GEMM library and weight layout (aten on (N,K) weights,
+addmm on a transposed (K,N) copy, MKL-packed or oneDNN-packed blocked weights), the
+precision (float32, bfloat16 — AMX where the CPU has it — or dynamic int8), where the epilogue
+runs (oneDNN post-op or a separate pass) and row blocking (M split into chunks).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+IMPLS = ("aten", "aten_t", "mkl_packed", "onednn_packed")
+EPILOGUES = ("none", "gelu_erf", "gelu_tanh", "tanh", "add")
+QENGINES = ("x86", "fbgemm", "onednn")
+# epilogue -> (oneDNN post-op attr, algorithm)
+_ONEDNN_POST_OPS = {"gelu_erf": ("gelu", "none"), "gelu_tanh": ("gelu", "tanh"), "tanh": ("tanh", "")}
+
+
+@dataclass(frozen=True)
+class Linear:
+    """A prepared linear layer: ``fn(x, other)`` where ``other`` is used by the ``add`` epilogue."""
+
+    fn: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
+    out_features: int
+
+    def __call__(self, x: torch.Tensor, other: torch.Tensor | None = None) -> torch.Tensor:
+        return self.fn(x, other)
+
+
+def _epilogue(y: torch.Tensor, epilogue: str, other: torch.Tensor | None) -> torch.Tensor:
+    if epilogue == "gelu_erf":
+        return F.gelu(y)
+    if epilogue == "gelu_tanh":
+        return F.gelu(y, approximate="tanh")
+    if epilogue == "tanh":
+        return torch.tanh(y)
+    if epilogue == "add":
+        assert other is not None
+        return y.add_(other)  # y is a fresh GEMM output, so in place is safe
+    return y
+
+
+def _dense_2d(
+    weight: torch.Tensor, bias: torch.Tensor | None, impl: str, dtype: torch.dtype,
+    rows: int, epilogue: str, fuse_epilogue: bool,
+) -> Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]:
+    """A function of 2-D ``x`` (and 2-D ``other``) for one GEMM implementation."""
+    w = weight.detach().to(dtype).contiguous()
+    b = None if bias is None else bias.detach().to(dtype).contiguous()
+    if impl == "aten":
+        return lambda x, o: _epilogue(F.linear(x, w, b), epilogue, o)
+    if impl == "aten_t":
+        wt = w.t().contiguous()  # (K, N): the other weight orientation
+        if b is None:
+            return lambda x, o: _epilogue(x @ wt, epilogue, o)
+        return lambda x, o: _epilogue(torch.addmm(b, x, wt), epilogue, o)
+    if impl == "mkl_packed":
+        if dtype != torch.float32:
+            raise ValueError("mkl_packed supports float32 only")
+        packed = torch.ops.mkl._mkl_reorder_linear_weight(w, rows)
+        return lambda x, o: _epilogue(
+            torch.ops.mkl._mkl_linear(x, packed, w, b, rows), epilogue, o)
+    if impl == "onednn_packed":
+        packed = torch.ops.mkldnn._reorder_linear_weight(w, rows)
+        if fuse_epilogue and epilogue == "add":
+            return lambda x, o: torch.ops.mkldnn._linear_pointwise.binary(x, o, packed, b, "add")
+        if fuse_epilogue and epilogue in _ONEDNN_POST_OPS:
+            attr, algorithm = _ONEDNN_POST_OPS[epilogue]
+            return lambda x, o: torch.ops.mkldnn._linear_pointwise(
+                x, packed, b, attr, [], algorithm)
+        return lambda x, o: _epilogue(
+            torch.ops.mkldnn._linear_pointwise(x, packed, b, "none", [], ""), epilogue, o)
+    raise ValueError(f"unknown GEMM impl {impl!r}")
+
+
+def _quantize_weight(w: torch.Tensor, per_channel: bool) -> torch.Tensor:
+    """Symmetric int8 weights, one scale per output row or per tensor."""
+    w = w.detach().float()
+    if per_channel:
+        scales = (w.abs().amax(dim=1) / 127.0).clamp_min(1e-12).double()
+        zero = torch.zeros(w.shape[0], dtype=torch.long)
+        return torch.quantize_per_channel(w, scales, zero, 0, torch.qint8)
+    scale = max(float(w.abs().max()) / 127.0, 1e-12)
+    return torch.quantize_per_tensor(w, scale, 0, torch.qint8)
+
+
+def _int8_dynamic_2d(
+    weight: torch.Tensor, bias: torch.Tensor | None, qengine: str, per_channel: bool,
+    reduce_range: bool, epilogue: str,
+) -> Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]:
+    if qengine not in torch.backends.quantized.supported_engines:
+        raise ValueError(f"quantized engine {qengine!r} is not available in this torch build")
+    torch.backends.quantized.engine = qengine
+    with warnings.catch_warnings():  # quantized tensor creation is deprecated but still works
+        warnings.simplefilter("ignore")
+        packed = torch.ops.quantized.linear_prepack(
+            _quantize_weight(weight, per_channel),
+            None if bias is None else bias.detach().float(),
+        )
+
+    def run(x: torch.Tensor, o: torch.Tensor | None) -> torch.Tensor:
+        # The engine is process-wide state; another layer may have switched it.
+        if torch.backends.quantized.engine != qengine:
+            torch.backends.quantized.engine = qengine
+        y = torch.ops.quantized.linear_dynamic(x.float(), packed, reduce_range)
+        return _epilogue(y, epilogue, o)
+
+    return run
+
+
+def make_linear(
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    *,
+    precision: str = "float32",
+    impl: str = "aten",
+    rows: int = 128,
+    row_block: int = 0,
+    epilogue: str = "none",
+    fuse_epilogue: bool = False,
+    qengine: str = "x86",
+    per_channel: bool = True,
+    reduce_range: bool = False,
+) -> Linear:
+    """Prepare ``weight`` (N, K) and ``bias`` (N,) for calls on ``rows`` rows at a time.
+
+    ``precision`` is ``float32``, ``bfloat16`` or ``int8_dynamic``; ``row_block`` > 0 splits
+    the rows into chunks of that many; ``fuse_epilogue`` runs the epilogue as a oneDNN
+    post-op (``impl="onednn_packed"`` only).
+    """
+    if epilogue not in EPILOGUES:
+        raise ValueError(f"unknown epilogue {epilogue!r}")
+    if fuse_epilogue and impl != "onednn_packed":
+        raise ValueError("a fused epilogue needs impl=onednn_packed")
+    chunk = row_block if 0 < row_block < rows else rows
+    if precision == "int8_dynamic":
+        core = _int8_dynamic_2d(weight, bias, qengine, per_channel, reduce_range, epilogue)
+    elif precision in ("float32", "bfloat16"):
+        dtype = torch.float32 if precision == "float32" else torch.bfloat16
+        core = _dense_2d(weight, bias, impl, dtype, chunk, epilogue, fuse_epilogue)
+    else:
+        raise ValueError(f"unknown precision {precision!r}")
+    n, k = weight.shape
+    contiguous = impl in ("mkl_packed", "onednn_packed") or precision == "int8_dynamic"
+
+    def run(x: torch.Tensor, other: torch.Tensor | None = None) -> torch.Tensor:
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, k)
+        if contiguous:
+            x2 = x2.contiguous()
+        o2 = None if other is None else other.reshape(-1, n)
+        m = x2.shape[0]
+        if chunk >= m:
+            y = core(x2, o2)
+        else:
+            y = torch.cat([
+                core(x2[i:i + chunk], None if o2 is None else o2[i:i + chunk])
+                for i in range(0, m, chunk)
+            ])
+        return y.reshape(*lead, n)
+
+    return Linear(run, n)

@@ -1,0 +1,218 @@
+"""BERT architectures as data, model resolution, and the per-operator workload.
+
+``resolve_model`` accepts a known name, a local directory with ``config.json`` or a hub id.
+Weights are only needed end to end; per-operator tuning uses random weights of the same
+shapes because timings do not depend on weight values.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from autotune.errors import UserError
+from autotune.fingerprint import short_hash
+
+OP_KINDS = ("embeddings", "qkv_proj", "attention", "attn_out", "ffn_up", "ffn_down", "pooler")
+
+
+@dataclass(frozen=True)
+class BertArch:
+    """The numbers that fix every operator's shapes (HF ``BertConfig`` field names)."""
+
+    vocab_size: int
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    intermediate_size: int
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    layer_norm_eps: float = 1e-12
+    hidden_act: str = "gelu"
+
+    def __post_init__(self) -> None:
+        if self.hidden_size % self.num_attention_heads:
+            raise UserError(
+                f"hidden_size {self.hidden_size} is not a multiple of "
+                f"num_attention_heads {self.num_attention_heads}"
+            )
+        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "intermediate_size"):
+            if getattr(self, name) <= 0:
+                raise UserError(f"architecture field {name} must be positive")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def hash(self) -> str:
+        return short_hash(self.to_dict())
+
+    @classmethod
+    def from_hf_config(cls, cfg: dict[str, Any], source: str) -> BertArch:
+        missing = [k for k in ("vocab_size", "hidden_size", "num_hidden_layers",
+                               "num_attention_heads", "intermediate_size") if k not in cfg]
+        if missing:
+            raise UserError(f"{source}: not a BERT config, missing {', '.join(missing)}")
+        model_type = cfg.get("model_type", "bert")
+        if model_type != "bert":
+            raise UserError(f"{source}: model_type is {model_type!r}; only BERT is supported")
+        act = cfg.get("hidden_act", "gelu")
+        if act not in ("gelu", "gelu_new", "gelu_pytorch_tanh"):
+            raise UserError(f"{source}: hidden_act {act!r} is not supported")
+        try:
+            return cls(
+                vocab_size=int(cfg["vocab_size"]),
+                hidden_size=int(cfg["hidden_size"]),
+                num_hidden_layers=int(cfg["num_hidden_layers"]),
+                num_attention_heads=int(cfg["num_attention_heads"]),
+                intermediate_size=int(cfg["intermediate_size"]),
+                max_position_embeddings=int(cfg.get("max_position_embeddings", 512)),
+                type_vocab_size=int(cfg.get("type_vocab_size", 2)),
+                layer_norm_eps=float(cfg.get("layer_norm_eps", 1e-12)),
+                hidden_act=str(act),
+            )
+        except (TypeError, ValueError) as e:
+            raise UserError(f"{source}: bad value in config: {e}") from None
+
+
+KNOWN_ARCHITECTURES: dict[str, BertArch] = {
+    "bert-base-uncased": BertArch(30522, 768, 12, 12, 3072),
+    "bert-base-cased": BertArch(28996, 768, 12, 12, 3072),
+    "bert-large-uncased": BertArch(30522, 1024, 24, 16, 4096),
+    "bert-large-cased": BertArch(28996, 1024, 24, 16, 4096),
+    "sentence-transformers/all-MiniLM-L6-v2": BertArch(30522, 384, 6, 12, 1536),
+}
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    name: str
+    arch: BertArch
+    source: str  # "local", "hub", "hub-cache" or "builtin"
+    path: Path | None = None
+    notice: str | None = None
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    cfg_file = path / "config.json"
+    if not cfg_file.is_file():
+        raise UserError(f"{path}: no config.json in this directory")
+    try:
+        cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{cfg_file}: malformed config.json ({e})") from None
+    if not isinstance(cfg, dict):
+        raise UserError(f"{cfg_file}: malformed config.json (not a JSON object)")
+    return cfg
+
+
+def _hub_config(name: str) -> tuple[dict[str, Any], Path] | str:
+    """The config of a hub id from the local cache or the hub; a reason string when neither."""
+    try:
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import HFValidationError
+    except ImportError:
+        return "huggingface_hub is not installed"
+    for local_only in (True, False):
+        if not local_only and os.environ.get("HF_HUB_OFFLINE") == "1":
+            break
+        try:
+            file = hf_hub_download(name, "config.json", local_files_only=local_only, etag_timeout=5)
+        except HFValidationError:
+            return f"{name!r} is not a valid model id"
+        except Exception as e:  # network errors come in many types; all mean "not here"
+            reason = f"{type(e).__name__}"
+            continue
+        return _read_config(Path(file).parent), Path(file).parent
+    return f"the hub could not be reached ({reason})"
+
+
+def resolve_model(model: str) -> ResolvedModel:
+    """Find the architecture for ``model``: a local directory, a known name or a hub id."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        arch = BertArch.from_hf_config(_read_config(path), str(path))
+        return ResolvedModel(path.resolve().name, arch, "local", path)
+    if os.sep in model and (model.startswith((".", "/", "~")) or path.suffix):
+        raise UserError(f"{model}: no such directory")
+    found = _hub_config(model)
+    if not isinstance(found, str):
+        cfg, where = found
+        return ResolvedModel(model, BertArch.from_hf_config(cfg, model), "hub", where)
+    if model in KNOWN_ARCHITECTURES:
+        notice = (f"weights for {model} unavailable: {found}; using its known architecture "
+                  "with random weights (timings do not depend on weight values)")
+        return ResolvedModel(model, KNOWN_ARCHITECTURES[model], "builtin", None, notice)
+    known = ", ".join(KNOWN_ARCHITECTURES)
+    raise UserError(f"unknown model {model!r}: not a directory, not a known architecture "
+                    f"({known}), and {found}")
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """One shape bucket of the workload: padded batch size and sequence length."""
+
+    batch: int
+    seq: int
+
+    @property
+    def label(self) -> str:
+        return f"b{self.batch}s{self.seq}"
+
+
+@dataclass(frozen=True)
+class OpInstance:
+    """One operator kind at one shape bucket, and how often a forward pass runs it."""
+
+    kind: str
+    bucket: Bucket
+    shapes: dict[str, list[int]] = field(hash=False)
+    count: int
+    dtype: str = "float32"
+
+    def flops(self) -> float:
+        return op_flops(self.kind, self.shapes)
+
+
+def op_flops(kind: str, shapes: dict[str, list[int]]) -> float:
+    """Multiply-add FLOPs of one call (2 per MAC); elementwise work is not counted."""
+    if kind == "attention":
+        b, h, s, d = shapes["q"]
+        return 4.0 * b * h * s * s * d
+    if "weight" in shapes:
+        m = shapes["rows"][0]
+        n, k = shapes["weight"]
+        return 2.0 * m * n * k * (3 if kind == "qkv_proj" else 1)
+    return 0.0
+
+
+def workload(arch: BertArch, buckets: list[Bucket]) -> list[OpInstance]:
+    """Every operator kind of one forward pass, per bucket, with shapes and call counts."""
+    h, i, n_layers = arch.hidden_size, arch.intermediate_size, arch.num_hidden_layers
+    out: list[OpInstance] = []
+    for bk in buckets:
+        if bk.seq > arch.max_position_embeddings:
+            raise UserError(f"sequence length {bk.seq} exceeds the model's "
+                            f"max_position_embeddings {arch.max_position_embeddings}")
+        m = bk.batch * bk.seq
+        shapes: dict[str, dict[str, list[int]]] = {
+            "embeddings": {"input_ids": [bk.batch, bk.seq], "out": [bk.batch, bk.seq, h]},
+            "qkv_proj": {"rows": [m], "weight": [h, h], "out": [bk.batch, bk.seq, 3 * h]},
+            "attention": {"q": [bk.batch, arch.num_attention_heads, bk.seq, arch.head_dim],
+                          "out": [bk.batch, bk.seq, h]},
+            "attn_out": {"rows": [m], "weight": [h, h], "out": [bk.batch, bk.seq, h]},
+            "ffn_up": {"rows": [m], "weight": [i, h], "out": [bk.batch, bk.seq, i]},
+            "ffn_down": {"rows": [m], "weight": [h, i], "out": [bk.batch, bk.seq, h]},
+            "pooler": {"rows": [bk.batch], "weight": [h, h], "out": [bk.batch, h]},
+        }
+        for kind in OP_KINDS:
+            count = 1 if kind in ("embeddings", "pooler") else n_layers
+            out.append(OpInstance(kind, bk, shapes[kind], count))
+    return out

@@ -1,0 +1,78 @@
+"""attention: softmax(Q·Kᵀ/√d + mask)·V with the padding mask, heads merged to (B, S, H)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from autotune.kernels.cpu import with_threads
+from autotune.models.bert import BertArch, Bucket
+from autotune.ops import common
+from autotune.ops.registry import OpFn, OpSpec, Tensors, register_op, variant
+from autotune.space import Value
+
+SDPA_BACKENDS = {"math": SDPBackend.MATH, "flash": SDPBackend.FLASH_ATTENTION}
+
+
+def make_weights(arch: BertArch, gen: torch.Generator) -> Tensors:
+    return {}
+
+
+def make_inputs(arch: BertArch, bucket: Bucket, gen: torch.Generator) -> Tensors:
+    shape = (bucket.batch, arch.num_attention_heads, bucket.seq, arch.head_dim)
+    keep = torch.arange(bucket.seq)[None, :] < common.lengths(bucket, gen)[:, None]
+    keep = keep[:, None, None, :]  # (B, 1, 1, S): which keys are real tokens
+    # HF's extended mask: 0 for real tokens, the dtype's minimum for padding.
+    mask_add = torch.zeros(keep.shape).masked_fill(~keep, torch.finfo(torch.float32).min)
+    q, k, v = (common.randn(shape, gen) for _ in range(3))
+    return {"q": q, "k": k, "v": v, "mask_add": mask_add, "mask_bool": keep}
+
+
+def merge_heads(ctx: torch.Tensor) -> torch.Tensor:
+    b, h, s, d = ctx.shape
+    return ctx.transpose(1, 2).reshape(b, s, h * d)
+
+
+def reference(w: Tensors, inputs: Tensors, arch: BertArch) -> torch.Tensor:
+    q, k, v = inputs["q"], inputs["k"], inputs["v"]
+    scores = q @ k.transpose(-1, -2) / math.sqrt(arch.head_dim) + inputs["mask_add"]
+    return merge_heads(scores.softmax(dim=-1) @ v)
+
+
+register_op(OpSpec("attention", make_weights, make_inputs, reference))
+
+
+@variant("attention", "eager")
+def _eager(w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Bucket) -> OpFn:
+    scale = 1.0 / math.sqrt(arch.head_dim)
+    softmax_fp32 = bool(p["softmax_fp32"])
+    scale_q = p["scale_on"] == "q"  # scaling Q (S×D) is cheaper than scaling scores (S×S)
+
+    def run(inp: Tensors) -> torch.Tensor:
+        q, k, v = inp["q"], inp["k"], inp["v"]
+        if scale_q:
+            scores = torch.matmul(q * scale, k.transpose(-1, -2)).add_(inp["mask_add"])
+        else:
+            scores = torch.matmul(q, k.transpose(-1, -2)).mul_(scale).add_(inp["mask_add"])
+        probs = scores.softmax(dim=-1, dtype=torch.float32 if softmax_fp32 else None)
+        return merge_heads(torch.matmul(probs.to(v.dtype), v))
+
+    return with_threads(run, int(p["threads"]))
+
+
+@variant("attention", "sdpa")
+def _sdpa(w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Bucket) -> OpFn:
+    backend = SDPA_BACKENDS[str(p["backend"])]
+    mask_key = "mask_bool" if p["mask"] == "boolean" else "mask_add"
+
+    def run(inp: Tensors) -> torch.Tensor:
+        with sdpa_kernel([backend]):
+            ctx = F.scaled_dot_product_attention(
+                inp["q"], inp["k"], inp["v"], attn_mask=inp[mask_key])
+        return merge_heads(ctx)
+
+    return with_threads(run, int(p["threads"]))

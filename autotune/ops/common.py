@@ -1,0 +1,77 @@
+"""Helpers shared by the operator kinds: random weights/inputs and the GEMM parameter map."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import torch
+import torch.nn.functional as F
+
+from autotune.kernels.cpu import Linear, make_linear
+from autotune.models.bert import BertArch, Bucket
+from autotune.space import Value
+
+Tensors = dict[str, torch.Tensor]
+
+
+def randn(shape: tuple[int, ...], gen: torch.Generator, std: float = 1.0) -> torch.Tensor:
+    return torch.randn(shape, generator=gen) * std
+
+
+def dense(n: int, k: int, gen: torch.Generator, prefix: str = "") -> Tensors:
+    """A linear layer initialised like HF BERT (std 0.02), with a non-zero bias."""
+    return {f"{prefix}weight": randn((n, k), gen, 0.02), f"{prefix}bias": randn((n,), gen, 0.02)}
+
+
+def layer_norm(n: int, gen: torch.Generator) -> Tensors:
+    return {"ln_weight": 1.0 + randn((n,), gen, 0.1), "ln_bias": randn((n,), gen, 0.1)}
+
+
+def hidden(arch: BertArch, bucket: Bucket, gen: torch.Generator, width: int | None = None,
+           ) -> torch.Tensor:
+    return randn((bucket.batch, bucket.seq, width or arch.hidden_size), gen)
+
+
+def lengths(bucket: Bucket, gen: torch.Generator) -> torch.Tensor:
+    """Real lengths of a padded batch: the first sequence is full, the others random."""
+    lens = torch.randint(max(1, bucket.seq // 4), bucket.seq + 1, (bucket.batch,), generator=gen)
+    lens[0] = bucket.seq
+    return lens
+
+
+def rows(bucket: Bucket) -> int:
+    return bucket.batch * bucket.seq
+
+
+def linear_from_params(
+    weights: Tensors, params: Mapping[str, Value], rows: int, epilogue: str = "none",
+    prefix: str = "",
+) -> Linear:
+    """Build a linear layer from the GEMM parameters every GEMM space shares."""
+    weight, bias = weights[f"{prefix}weight"], weights[f"{prefix}bias"]
+    if params["variant"] == "int8_dynamic":
+        return make_linear(
+            weight, bias, precision="int8_dynamic", rows=rows, epilogue=epilogue,
+            qengine=str(params["qengine"]), per_channel=params["granularity"] == "per_channel",
+            reduce_range=bool(params["reduce_range"]), row_block=int(params.get("row_block", 0)),
+        )
+    return make_linear(
+        weight, bias, precision=str(params["precision"]), impl=str(params["impl"]), rows=rows,
+        row_block=int(params.get("row_block", 0)), epilogue=epilogue,
+        fuse_epilogue=bool(params.get("fuse_epilogue", False)),
+    )
+
+
+def residual_layer_norm(
+    lin: Linear, weights: Tensors, eps: float, residual: str, dtype: torch.dtype,
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """LayerNorm(x·Wᵀ + b + r); ``lin`` must carry the ``add`` epilogue when ``residual`` is
+    ``epilogue`` (the add then runs in the GEMM's post-op or in place on its output)."""
+    n = lin.out_features
+    ln_w, ln_b = weights["ln_weight"].to(dtype), weights["ln_bias"].to(dtype)
+
+    def run(x: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        y = lin(x, r) if residual == "epilogue" else lin(x) + r
+        return F.layer_norm(y, (n,), ln_w, ln_b, eps)
+
+    return run

@@ -1,0 +1,53 @@
+"""ffn_down: LayerNorm(h·Wᵀ + b + residual), the output layer of each encoder block."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+
+from autotune.kernels.cpu import with_threads
+from autotune.models.bert import BertArch, Bucket
+from autotune.ops import common
+from autotune.ops.registry import OpFn, OpSpec, Tensors, precision_dtype, register_op, variant
+from autotune.space import Value
+
+
+def make_weights(arch: BertArch, gen: torch.Generator) -> Tensors:
+    return {**common.dense(arch.hidden_size, arch.intermediate_size, gen),
+            **common.layer_norm(arch.hidden_size, gen)}
+
+
+def make_inputs(arch: BertArch, bucket: Bucket, gen: torch.Generator) -> Tensors:
+    # GELU outputs are mostly small and non-negative; a shifted normal is close enough.
+    h = F.gelu(common.hidden(arch, bucket, gen, arch.intermediate_size))
+    return {"h": h, "residual": common.hidden(arch, bucket, gen)}
+
+
+def reference(w: Tensors, inputs: Tensors, arch: BertArch) -> torch.Tensor:
+    y = F.linear(inputs["h"], w["weight"], w["bias"]) + inputs["residual"]
+    return F.layer_norm(y, (arch.hidden_size,), w["ln_weight"], w["ln_bias"], arch.layer_norm_eps)
+
+
+register_op(OpSpec("ffn_down", make_weights, make_inputs, reference))
+
+
+def build_residual_ln(
+    w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Bucket, x_name: str,
+) -> OpFn:
+    """Shared by ffn_down and attn_out: GEMM, residual add, LayerNorm."""
+    residual = str(p["residual"])
+    lin = common.linear_from_params(
+        w, p, common.rows(bucket), "add" if residual == "epilogue" else "none")
+    run = common.residual_layer_norm(lin, w, arch.layer_norm_eps, residual, precision_dtype(p))
+    return with_threads(
+        lambda inp: run(inp[x_name], inp["residual"]), int(p["threads"]))
+
+
+def _build(w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Bucket) -> OpFn:
+    return build_residual_ln(w, p, arch, bucket, "h")
+
+
+variant("ffn_down", "dense")(_build)
+variant("ffn_down", "int8_dynamic")(_build)

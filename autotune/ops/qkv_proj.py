@@ -1,0 +1,76 @@
+"""qkv_proj: the query, key and value projections, split into heads (B, heads, S, head_dim)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+
+from autotune.kernels.cpu import with_threads
+from autotune.models.bert import BertArch, Bucket
+from autotune.ops import common
+from autotune.ops.registry import OpFn, OpSpec, Output, Tensors, register_op, variant
+from autotune.space import Value
+
+NAMES = ("q", "k", "v")
+
+
+def make_weights(arch: BertArch, gen: torch.Generator) -> Tensors:
+    w: Tensors = {}
+    for n in NAMES:
+        w.update(common.dense(arch.hidden_size, arch.hidden_size, gen, prefix=f"{n}_"))
+    return w
+
+
+def make_inputs(arch: BertArch, bucket: Bucket, gen: torch.Generator) -> Tensors:
+    return {"x": common.hidden(arch, bucket, gen)}
+
+
+def split_heads(y: torch.Tensor, arch: BertArch) -> torch.Tensor:
+    b, s, _ = y.shape
+    return y.view(b, s, arch.num_attention_heads, arch.head_dim).transpose(1, 2)
+
+
+def reference(w: Tensors, inputs: Tensors, arch: BertArch) -> Output:
+    x = inputs["x"]
+    return tuple(split_heads(F.linear(x, w[f"{n}_weight"], w[f"{n}_bias"]), arch) for n in NAMES)
+
+
+register_op(OpSpec("qkv_proj", make_weights, make_inputs, reference))
+
+
+def _build(w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Bucket) -> OpFn:
+    rows = common.rows(bucket)
+    contiguous = p["head_layout"] == "contiguous"
+    h, d = arch.num_attention_heads, arch.head_dim
+
+    def finish(t: torch.Tensor) -> torch.Tensor:
+        return t.contiguous() if contiguous else t
+
+    if p["fused_qkv"]:
+        fused = {
+            "weight": torch.cat([w[f"{n}_weight"] for n in NAMES]),
+            "bias": torch.cat([w[f"{n}_bias"] for n in NAMES]),
+        }
+        lin = common.linear_from_params(fused, p, rows)
+
+        def run(inp: Tensors) -> Output:
+            x = inp["x"]
+            b, s, _ = x.shape
+            # (B, S, 3, H, D) -> (3, B, H, S, D): one GEMM, heads split by a view
+            qkv = lin(x).view(b, s, 3, h, d).permute(2, 0, 3, 1, 4)
+            return tuple(finish(t) for t in qkv.unbind(0))
+
+    else:
+        lins = [common.linear_from_params(w, p, rows, prefix=f"{n}_") for n in NAMES]
+
+        def run(inp: Tensors) -> Output:
+            x = inp["x"]
+            return tuple(finish(split_heads(lin(x), arch)) for lin in lins)
+
+    return with_threads(run, int(p["threads"]))
+
+
+variant("qkv_proj", "dense")(_build)
+variant("qkv_proj", "int8_dynamic")(_build)

@@ -1,0 +1,116 @@
+"""The registry of operator kinds and their variants, keyed by name.
+
+An operator kind (``OpSpec``) says WHAT is computed: its weights, its inputs and a float32
+reference that matches HF ``BertModel``. A variant says HOW: ``build(weights, params, arch,
+bucket)`` prepares weights once (casting, packing, quantizing) and returns a function of the
+inputs. Every variant's output is compared with the reference before it is timed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import torch
+
+from autotune.models.bert import BertArch, Bucket
+from autotune.space import Value
+
+Tensors = dict[str, torch.Tensor]
+Output = torch.Tensor | tuple[torch.Tensor, ...]
+OpFn = Callable[[Tensors], Output]
+Builder = Callable[[Tensors, Mapping[str, Value], BertArch, Bucket], OpFn]
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    kind: str
+    make_weights: Callable[[BertArch, torch.Generator], Tensors]
+    make_inputs: Callable[[BertArch, Bucket, torch.Generator], Tensors]
+    reference: Callable[[Tensors, Tensors, BertArch], Output]
+
+
+@dataclass(frozen=True)
+class Variant:
+    kind: str
+    name: str
+    device: str
+    build: Builder
+    #: dtype the variant takes its floating inputs in (activations stay in it between ops)
+    input_dtype: Callable[[Mapping[str, Value]], torch.dtype]
+
+
+_OPS: dict[str, OpSpec] = {}
+_VARIANTS: dict[tuple[str, str, str], Variant] = {}
+
+
+def register_op(spec: OpSpec) -> OpSpec:
+    _OPS[spec.kind] = spec
+    return spec
+
+
+def variant(
+    kind: str,
+    name: str,
+    device: str = "cpu",
+    input_dtype: Callable[[Mapping[str, Value]], torch.dtype] | None = None,
+) -> Callable[[Builder], Builder]:
+    """Register ``build`` as variant ``name`` of ``kind`` on ``device``."""
+
+    def deco(build: Builder) -> Builder:
+        _VARIANTS[(kind, device, name)] = Variant(
+            kind, name, device, build, input_dtype or precision_dtype
+        )
+        return build
+
+    return deco
+
+
+def precision_dtype(params: Mapping[str, Value]) -> torch.dtype:
+    """Activations are bfloat16 for bfloat16 variants and float32 otherwise (int8 included)."""
+    return torch.bfloat16 if params.get("precision") == "bfloat16" else torch.float32
+
+
+def op_spec(kind: str) -> OpSpec:
+    _load_builtin()
+    try:
+        return _OPS[kind]
+    except KeyError:
+        raise KeyError(f"unknown operator kind {kind!r}") from None
+
+
+def get_variant(kind: str, device: str, name: str) -> Variant:
+    """Look a variant up by name: the allowlist that exported configs are checked against."""
+    _load_builtin()
+    try:
+        return _VARIANTS[(kind, device, name)]
+    except KeyError:
+        raise KeyError(f"unknown variant {name!r} for {kind} on {device}") from None
+
+
+def variants(kind: str | None = None, device: str | None = None) -> list[Variant]:
+    _load_builtin()
+    return [v for (k, d, _), v in sorted(_VARIANTS.items())
+            if (kind is None or k == kind) and (device is None or d == device)]
+
+
+def _load_builtin() -> None:
+    # Importing the op modules registers them; done lazily to keep import order simple.
+    import autotune.ops.kinds  # noqa: F401
+
+
+def cast_inputs(inputs: Tensors, dtype: torch.dtype) -> Tensors:
+    return {k: v.to(dtype) if v.is_floating_point() else v for k, v in inputs.items()}
+
+
+def flatten(out: Output) -> torch.Tensor:
+    parts = out if isinstance(out, tuple) else (out,)
+    return torch.cat([p.float().reshape(-1) for p in parts])
+
+
+def rel_error(out: Output, ref: Output) -> float:
+    """‖out − ref‖ / ‖ref‖ over all outputs, in float64."""
+    o, r = flatten(out).double(), flatten(ref).double()
+    if o.shape != r.shape:
+        raise ValueError(f"output has {o.numel()} elements, reference {r.numel()}")
+    return float((o - r).norm() / r.norm().clamp_min(1e-30))

@@ -1,0 +1,1 @@
+"""The search: spaces per device, the Optuna objective, the study driver and samplers."""

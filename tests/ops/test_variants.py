@@ -1,0 +1,86 @@
+"""Every registered CPU variant, over its whole space, matches the float32 reference."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from autotune.models.bert import Bucket
+from autotune.ops import cast_inputs, get_variant, op_spec, rel_error, variants
+from autotune.search.spaces import load_spaces, space_context
+from autotune.settings import DEFAULT_SPACES_DIR
+from tests.conftest import TINY
+
+# bfloat16 keeps 8 mantissa bits; int8 ~7 bits on random data. The gate in the search is
+# --max-rel-error; these bounds only catch variants that are broken, not merely imprecise.
+TOLERANCE = {"float32": 1e-5, "bfloat16": 2e-2, "int8_dynamic": 6e-2}
+SPACES = load_spaces(DEFAULT_SPACES_DIR, "cpu")
+BUCKETS = [Bucket(1, 8), Bucket(3, 17)]  # 3×17 rows: not a multiple of any row block
+
+
+def _configs(kind: str, bucket: Bucket) -> list[dict]:
+    ctx = space_context(kind, TINY, bucket)
+    # threads only changes speed; one value keeps the test short.
+    return [c for c in SPACES[kind].configs(ctx) if c.get("threads", 1) == 1]
+
+
+def test_every_registered_variant_has_a_space_choice() -> None:
+    for v in variants(device="cpu"):
+        assert v.name in SPACES[v.kind].param("variant").choices, v
+
+
+@pytest.mark.parametrize("bucket", BUCKETS, ids=lambda b: b.label)
+@pytest.mark.parametrize("kind", sorted(SPACES))
+def test_variants_match_reference(kind: str, bucket: Bucket) -> None:
+    spec = op_spec(kind)
+    gen = torch.Generator().manual_seed(0)
+    weights = spec.make_weights(TINY, gen)
+    inputs = spec.make_inputs(TINY, bucket, gen)
+    ref = spec.reference(weights, inputs, TINY)
+    configs = _configs(kind, bucket)
+    if os.environ.get("AUTOTUNE_SKIP_COMPILE", "1") == "1":
+        configs = [c for c in configs if c["variant"] != "compiled"]  # covered separately
+    assert configs
+    for params in configs:
+        v = get_variant(kind, "cpu", str(params["variant"]))
+        fn = v.build(weights, params, TINY, bucket)
+        out = fn(cast_inputs(inputs, v.input_dtype(params)))
+        precision = "int8_dynamic" if params["variant"] == "int8_dynamic" else params["precision"]
+        err = rel_error(out, ref)
+        bound = TOLERANCE[str(precision)]
+        if params.get("gelu") == "tanh":  # an approximation of erf-GELU: ~1e-4 relative
+            bound = max(bound, 1e-3)
+        assert err <= bound, (params, err)
+
+
+def test_compiled_embeddings_match_reference() -> None:
+    spec = op_spec("embeddings")
+    bucket = Bucket(2, 8)
+    gen = torch.Generator().manual_seed(1)
+    weights, inputs = spec.make_weights(TINY, gen), spec.make_inputs(TINY, bucket, gen)
+    params = {"variant": "compiled", "precision": "float32", "threads": 1}
+    fn = get_variant("embeddings", "cpu", "compiled").build(weights, params, TINY, bucket)
+    assert rel_error(fn(inputs), spec.reference(weights, inputs, TINY)) <= 1e-5
+
+
+def test_attention_honours_padding_mask() -> None:
+    """Changing padded keys must not change any output."""
+    spec = op_spec("attention")
+    bucket = Bucket(2, 12)
+    gen = torch.Generator().manual_seed(2)
+    inputs = spec.make_inputs(TINY, bucket, gen)
+    inputs["mask_add"][1, ..., 6:] = torch.finfo(torch.float32).min
+    inputs["mask_bool"][1, ..., 6:] = False
+    for params in _configs("attention", bucket):
+        v = get_variant("attention", "cpu", str(params["variant"]))
+        fn = v.build({}, params, TINY, bucket)
+        a = fn(cast_inputs(inputs, v.input_dtype(params)))
+        changed = dict(inputs)
+        changed["k"] = inputs["k"].clone()
+        changed["v"] = inputs["v"].clone()
+        changed["k"][1, :, 6:] += 5.0
+        changed["v"][1, :, 6:] -= 3.0
+        b = fn(cast_inputs(changed, v.input_dtype(params)))
+        assert torch.allclose(a.float(), b.float(), atol=1e-6), params
