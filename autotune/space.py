@@ -18,6 +18,7 @@ one of the listed values. Constraints are names of functions registered in code 
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 from collections.abc import Callable, Iterator, Mapping
@@ -69,6 +70,7 @@ class Space:
     params: tuple[Param, ...]
     constraints: tuple[str, ...]
     path: str
+    baseline: Params | None = None  # the reference's own config, measured first
 
     def param(self, name: str) -> Param:
         for p in self.params:
@@ -183,7 +185,7 @@ def parse_space(data: Any, path: str, device: str, cores: int | None = None) -> 
     cores = cores or os.cpu_count() or 1
     if not isinstance(data, dict):
         raise SpaceError(path, "<top>", "expected a mapping with 'kind' and 'params'")
-    extra = set(data) - {"kind", "params", "constraints", "description"}
+    extra = set(data) - {"kind", "params", "constraints", "description", "baseline"}
     if extra:
         raise SpaceError(path, "<top>", f"unknown key(s) {', '.join(sorted(extra))}")
     kind = data.get("kind")
@@ -223,7 +225,17 @@ def parse_space(data: Any, path: str, device: str, cores: int | None = None) -> 
         if n not in _CONSTRAINTS:
             known = ", ".join(sorted(_CONSTRAINTS)) or "none registered"
             raise SpaceError(path, f"constraints.{n}", f"unknown constraint (known: {known})")
-    return Space(kind, device, tuple(params), tuple(names), path)
+    space = Space(kind, device, tuple(params), tuple(names), path)
+    baseline = data.get("baseline")
+    if baseline is not None:
+        if not isinstance(baseline, dict):
+            raise SpaceError(path, "baseline", "must be a mapping of parameter -> value")
+        baseline = {k: cores if v == "cores" else v for k, v in baseline.items()}
+        problems = space.check(baseline)
+        if problems:
+            raise SpaceError(path, "baseline", "; ".join(problems))
+        space = dataclasses.replace(space, baseline=baseline)
+    return space
 
 
 def load_space(path: Path, device: str) -> Space:

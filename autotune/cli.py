@@ -1,0 +1,255 @@
+"""The ``autotune`` command. Heavy imports (torch, optuna) happen inside each subcommand."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from autotune.errors import UserError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from autotune.search.driver import SearchOptions, StudyOutcome
+
+OP_KINDS = ("embeddings", "qkv_proj", "attention", "attn_out", "ffn_up", "ffn_down", "pooler")
+SAMPLERS = ("tpe", "random", "grid", "gp")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _int_list(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
+    try:
+        items = tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of integers") from None
+    if not items or any(v < 1 for v in items):
+        raise click.BadParameter(f"{value!r}: every value must be a positive integer")
+    return tuple(sorted(set(items)))
+
+
+def _ops(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
+    if value == "all":
+        return OP_KINDS
+    items = tuple(v.strip() for v in value.split(",") if v.strip())
+    bad = [v for v in items if v not in OP_KINDS]
+    if bad or not items:
+        raise click.BadParameter(f"unknown op {', '.join(bad) or value!r}; "
+                                 f"choose from all, {', '.join(OP_KINDS)}")
+    return tuple(k for k in OP_KINDS if k in items)
+
+
+def _storage_option(fn: F) -> F:
+    return click.option(
+        "--storage", metavar="URL", default=None,
+        help="Database URL (default: $AUTOTUNE_STORAGE or sqlite:///db/autotune.sqlite3).",
+    )(fn)
+
+
+def _device_option(fn: F) -> F:
+    return click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu",
+                        show_default=True, help="Where to tune and run.")(fn)
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except UserError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(e.exit_code)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="autotune")
+def main() -> None:
+    """Search, store and export the fastest correct configuration of every BERT operator."""
+
+
+@main.command()
+@click.option("--model", default="bert-base-uncased", show_default=True,
+              help="Known name (bert-base-uncased, bert-large-uncased), local directory with "
+                   "config.json, or hub id.")
+@_device_option
+@click.option("--ops", default="all", show_default=True, callback=_ops,
+              help=f"Comma-separated op kinds to tune: {', '.join(OP_KINDS)}.")
+@click.option("--batch-sizes", default="1,8", show_default=True, callback=_int_list,
+              help="Batch sizes of the shape buckets.")
+@click.option("--seq-lens", default="128", show_default=True, callback=_int_list,
+              help="Sequence lengths of the shape buckets.")
+@click.option("--trials", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Trials per study (one study per op kind and bucket); finished trials of "
+                   "earlier runs count.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Stop starting new trials after this many seconds overall.")
+@click.option("--sampler", type=click.Choice(SAMPLERS), default="tpe", show_default=True,
+              help="Optuna sampler; grid runs every config of the space in random order.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Sampler and data seed.")
+@click.option("--max-rel-error", type=click.FloatRange(min=0, min_open=True, max=1),
+              default=0.02, show_default=True,
+              help="Correctness bound ‖out−ref‖/‖ref‖ against float32; 0.02 admits bfloat16, "
+                   "1e-4 float32 only.")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Where to write the tuned config (default tuned/<model>-<device>.json).")
+@_storage_option
+@click.option("--trial-timeout", type=click.FloatRange(min=0, min_open=True), default=180.0,
+              show_default=True, help="Seconds before a hanging measurement is killed.")
+@click.option("--time-per-trial", type=click.FloatRange(min=0, min_open=True), default=1.0,
+              show_default=True, help="Seconds of interleaved timing per trial.")
+@click.option("--spaces", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder of search spaces (<device>/<kind>.yaml).")
+def search(model: str, device: str, ops: tuple[str, ...], batch_sizes: tuple[int, ...],
+           seq_lens: tuple[int, ...], trials: int, timeout: float | None, sampler: str,
+           seed: int, max_rel_error: float, output: Path | None, storage: str | None,
+           trial_timeout: float, time_per_trial: float, spaces: Path | None) -> None:
+    """Tune every operator of MODEL, store every trial, export the best config.
+
+    One Optuna study per (model, op kind, shape bucket, device, machine). Each candidate is
+    checked against the float32 reference, timed interleaved with it in a worker process,
+    and stored; rerunning resumes and never measures a config twice.
+    """
+    from rich.console import Console
+
+    from autotune import settings
+    from autotune.search.driver import SearchOptions
+
+    _check_device(device)
+    opts = SearchOptions(
+        model=model, device=device, ops=ops, batch_sizes=batch_sizes, seq_lens=seq_lens,
+        trials=trials, timeout=timeout, sampler=sampler, seed=seed,
+        max_rel_error=max_rel_error, storage=settings.storage_url(storage),
+        spaces_dir=settings.spaces_dir(str(spaces) if spaces else None),
+        trial_timeout=trial_timeout, time_per_trial=time_per_trial,
+    )
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        console.width = max(console.width, 160)  # logs: keep table rows on one line
+    sys.exit(run_search(opts, output, console))
+
+
+def _check_device(device: str) -> None:
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError("--device cuda: no CUDA device is available on this machine")
+
+
+def run_search(opts: SearchOptions, output: Path | None, console: Console,
+               preload: Sequence[str] = ()) -> int:
+    """Run the search with a progress bar, print the summary, export. Returns the exit code."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from autotune.models.bert import resolve_model
+    from autotune.search.driver import Searcher
+    from autotune.storage import redact
+
+    resolved = resolve_model(opts.model)
+    if resolved.notice:
+        console.print(f"[yellow]note:[/] {resolved.notice}")
+    opts.preload = tuple(preload) or opts.preload
+    searcher = Searcher(opts, resolved)
+    console.print(f"storage: {redact(searcher.url)}   studies: {len(searcher.instances)}   "
+                  f"trials per study: {opts.trials}   sampler: {opts.sampler}")
+    columns = (TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())
+    outcomes: list[StudyOutcome] = []
+    code = 0
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task("starting", total=len(searcher.instances) * opts.trials)
+        searcher.progress = lambda desc, n: bar.update(task, advance=n, description=desc)
+        try:
+            for inst in searcher.instances:
+                if searcher.out_of_time():
+                    console.print("[yellow]--timeout reached: remaining studies skipped[/]")
+                    break
+                outcomes.append(searcher.run_study(inst))
+        except KeyboardInterrupt:
+            searcher.fail_current("interrupted (SIGINT)")
+            console.print("[yellow]interrupted: the trial in flight was recorded as failed[/]")
+            code = 130
+        finally:
+            searcher.close()
+    print_summary(outcomes, console)
+    _export(searcher.storage, resolved.name,
+            opts.device, opts.max_rel_error, output, console)
+    return code
+
+
+def print_summary(outcomes: Sequence[StudyOutcome], console: Console) -> None:
+    from rich.table import Table
+
+    table = Table(title="autotune: per-operator results (time per call)")
+    for col in ("op", "bucket", "ref ms", "best ms", "speedup", "chosen config", "rel err",
+                "trials ok/bad/fail"):
+        table.add_column(col, justify="right" if "ms" in col or col in ("speedup",) else "left")
+    totals: dict[str, list[float]] = {}
+    for o in outcomes:
+        c = o.counts
+        counts = f"{c['feasible']}/{c['infeasible']}/{c['failed']}"
+        f = o.final
+        if f is None:
+            table.add_row(o.instance.kind, o.instance.bucket.label, "-", "-", "-",
+                          "[red]no feasible config[/]", "-", counts)
+            continue
+        ref, best = f["ref_ms"], f["cand_ms"]
+        acc = totals.setdefault(o.instance.bucket.label, [0.0, 0.0])
+        acc[0] += o.instance.count * ref
+        acc[1] += o.instance.count * best
+        table.add_row(o.instance.kind, o.instance.bucket.label, f"{ref:.3f}", f"{best:.3f}",
+                      f"{ref / best:.2f}×", format_params(f["params"]), f"{f['rel_error']:.1e}",
+                      counts)
+    console.print(table)
+    for label, (ref, best) in totals.items():
+        console.print(f"{label}: sum over the forward pass of tuned ops {ref:.2f} ms → "
+                      f"{best:.2f} ms ({ref / best:.2f}×; per-op, before end-to-end checks)")
+
+
+def format_params(params: dict[str, Any]) -> str:
+    p = dict(params)
+    head = str(p.pop("variant", ""))
+    return " ".join([head, *(f"{k}={v}" for k, v in p.items())])
+
+
+def _export(storage: Any, model: str, device: str, tol: float, output: Path | None,
+            console: Console) -> None:
+    from autotune.export import build_config, default_output, write_config
+
+    try:
+        config = build_config(storage, model, device, tol)
+    except UserError as e:
+        console.print(f"[yellow]no config exported:[/] {e}")
+        return
+    path = write_config(config, output or default_output(model, device))
+    console.print(f"tuned config written to {path}")
+
+
+@main.command("export")
+@click.option("--model", default="bert-base-uncased", show_default=True,
+              help="Model name as given to `autotune search` (a directory: its folder name).")
+@_device_option
+@_storage_option
+@click.option("--max-rel-error", type=click.FloatRange(min=0, min_open=True, max=1),
+              default=0.02, show_default=True, help="Only configs within this error qualify.")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Output file (default tuned/<model>-<device>.json).")
+def export_cmd(model: str, device: str, storage: str | None, max_rel_error: float,
+               output: Path | None) -> None:
+    """Write the tuned config of MODEL from the database alone (no measuring)."""
+    from autotune import settings
+    from autotune.export import build_config, default_output, write_config
+    from autotune.storage import open_optuna_storage, prepare_url
+
+    url = prepare_url(settings.storage_url(storage))
+    name = Path(model).resolve().name if Path(model).is_dir() else model
+    config = build_config(open_optuna_storage(url), name, device, max_rel_error)
+    path = write_config(config, output or default_output(name, device))
+    n = sum(len(v) for v in config["ops"].values())
+    click.echo(f"wrote {path}: {n} tuned op buckets for {name} on {device}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""Best trials in the database → TunedConfig JSON (schema-versioned, fingerprinted).
+
+Everything comes from the studies' stored attributes, so ``autotune export`` needs nothing but
+the database. Every written file is validated against the JSON Schema shipped in the package.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from autotune import SCHEMA_VERSION
+from autotune.errors import UserError
+from autotune.fingerprint import machine
+from autotune.models.bert import OP_KINDS
+from autotune.search.driver import trial_counts
+
+_SAMPLER = optuna.samplers.RandomSampler()  # loading a study needs a sampler; never used
+
+
+def schema() -> dict[str, Any]:
+    text = resources.files("autotune").joinpath("schema/tuned_config.schema.json").read_text()
+    return json.loads(text)  # type: ignore[no-any-return]
+
+
+def validate(config: dict[str, Any]) -> None:
+    import jsonschema
+
+    try:
+        jsonschema.validate(config, schema())
+    except jsonschema.ValidationError as e:
+        where = "/".join(str(p) for p in e.absolute_path) or "<top>"
+        raise UserError(f"tuned config invalid at {where}: {e.message}") from None
+
+
+def default_output(model: str, device: str) -> Path:
+    return Path("tuned") / f"{Path(model).name or 'model'}-{device}.json"
+
+
+def _best_of(study: optuna.Study, tol: float) -> dict[str, Any] | None:
+    """The re-measured winner if it was judged at this tolerance, else the best feasible trial."""
+    final = study.user_attrs.get("final")
+    if final and final.get("max_rel_error") == tol:
+        return dict(final)
+    best = None
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        a = t.user_attrs
+        if a.get("status") == "ok" and a.get("rel_error", 1e9) <= tol and t.value is not None \
+                and (best is None or t.value < best[0]):
+            best = (t.value, t)
+    if best is None:
+        return None
+    t = best[1]
+    return {"trial": t.number, "params": t.params, **{k: t.user_attrs.get(k) for k in (
+        "rel_error", "cand_ms", "cand_iqr_ms", "ref_ms", "ref_iqr_ms")}}
+
+
+def matching_studies(storage: optuna.storages.BaseStorage, model: str, device: str,
+                     fingerprint: str) -> list[optuna.Study]:
+    out = []
+    for s in storage.get_all_studies():
+        a = s.user_attrs
+        if a.get("autotune") and a.get("model") == model and a.get("device") == device \
+                and a.get("machine") == fingerprint:
+            out.append(optuna.load_study(study_name=s.study_name, storage=storage,
+                                         sampler=_SAMPLER))
+    return out
+
+
+def build_config(storage: optuna.storages.BaseStorage, model: str, device: str,
+                 max_rel_error: float, fingerprint: str | None = None) -> dict[str, Any]:
+    fingerprint = fingerprint or machine(device)["fingerprint"]
+    studies = matching_studies(storage, model, device, fingerprint)
+    if not studies:
+        raise UserError(f"no studies for model {model!r} on {device} (machine {fingerprint}) "
+                        "in this database; run `autotune search` first")
+    first = studies[0].user_attrs
+    ops: dict[str, list[dict[str, Any]]] = {}
+    for study in sorted(studies, key=lambda s: (s.user_attrs["batch"], s.user_attrs["seq"])):
+        a = study.user_attrs
+        if a["arch_hash"] != first["arch_hash"]:
+            raise UserError(f"database holds two architectures named {model!r}; "
+                            "export them from separate databases")
+        best = _best_of(study, max_rel_error)
+        if best is None:
+            continue
+        params = dict(best["params"])
+        variant = str(params.pop("variant"))
+        ops.setdefault(a["kind"], []).append({
+            "bucket": {"batch": a["batch"], "seq": a["seq"]},
+            "variant": variant,
+            "params": params,
+            "latency_ms": best["cand_ms"],
+            "latency_iqr_ms": best["cand_iqr_ms"],
+            "baseline_ms": best["ref_ms"],
+            "rel_error": best["rel_error"],
+            "trials": trial_counts(study, max_rel_error),
+            "study": study.study_name,
+        })
+    config = {
+        "schema": SCHEMA_VERSION,
+        "model": {"name": model, "architecture_hash": first["arch_hash"],
+                  "architecture": first["arch"]},
+        "device": device,
+        "machine": first["machine_info"],
+        "software": first["software"],
+        "tolerance": {"max_rel_error": max_rel_error},
+        # Per-op search pads to the bucket; layout choices are searched end to end.
+        "layout": {"pad_to_multiple": 1, "varlen": False},
+        "ops": {k: ops[k] for k in OP_KINDS if k in ops},
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    validate(config)
+    return config
+
+
+def write_config(config: dict[str, Any], path: Path) -> Path:
+    validate(config)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)  # never leave a half-written config behind
+    return path

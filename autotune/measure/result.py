@@ -1,0 +1,55 @@
+"""What is sent to the worker and what comes back: plain data, picklable and JSON-able."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from autotune.space import Value
+
+#: ok: measured (feasibility is judged by the search against its tolerance);
+#: error: the variant failed to build or run; wrong: non-finite or mis-shaped output;
+#: timeout / crash: the worker process was killed or died.
+STATUSES = ("ok", "error", "wrong", "timeout", "crash")
+
+
+@dataclass(frozen=True)
+class MeasureTask:
+    arch: dict[str, Any]
+    kind: str
+    batch: int
+    seq: int
+    variant: str
+    params: dict[str, Value]
+    device: str = "cpu"
+    copies: int = 1  # weight copies to rotate through (as many as the model has, capped)
+    budget_s: float = 1.0  # time for the interleaved timing loop
+    min_rounds: int = 5
+    max_rounds: int = 200
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class MeasureResult:
+    status: str
+    reason: str = ""
+    rel_error: float | None = None
+    cand_ms: float | None = None
+    cand_iqr_ms: float | None = None
+    ref_ms: float | None = None
+    ref_iqr_ms: float | None = None
+    rounds: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float | None:
+        if self.cand_ms is None or not self.ref_ms:
+            return None
+        return self.cand_ms / self.ref_ms
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> MeasureResult:
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})

@@ -1,0 +1,85 @@
+"""One measurement, run inside the worker: build, check against the reference, time.
+
+Weights and inputs are kept between tasks of the same operator instance (the search sends
+many configs of one instance in a row), so a trial pays only for building its variant.
+"""
+
+from __future__ import annotations
+
+import math
+import traceback
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+
+from autotune.measure.result import MeasureResult, MeasureTask
+from autotune.measure.timing import time_interleaved
+from autotune.models.bert import BertArch, Bucket
+from autotune.ops import cast_inputs, get_variant, op_spec, rel_error
+from autotune.ops.registry import Output, Tensors
+
+
+@dataclass
+class Fixture:
+    weights: list[Tensors]
+    timing_inputs: Tensors
+    check_inputs: Tensors
+    check_ref: Output
+
+
+_cache: dict[tuple[object, ...], Fixture] = {}
+
+
+def _fixture(task: MeasureTask, arch: BertArch, bucket: Bucket) -> Fixture:
+    key = (arch, task.kind, bucket, task.copies, task.seed)
+    if key not in _cache:
+        _cache.clear()  # one instance at a time: weight copies can be large
+        spec = op_spec(task.kind)
+        weights = [spec.make_weights(arch, torch.Generator().manual_seed(task.seed + i))
+                   for i in range(task.copies)]
+        gen = torch.Generator().manual_seed(task.seed + 10_000)
+        timing_inputs = spec.make_inputs(arch, bucket, gen)
+        check_inputs = spec.make_inputs(arch, bucket, gen)  # fresh values for the gate
+        with torch.no_grad():
+            ref = spec.reference(weights[0], check_inputs, arch)
+        _cache[key] = Fixture(weights, timing_inputs, check_inputs, ref)
+    return _cache[key]
+
+
+def _describe(e: BaseException) -> str:
+    frame = traceback.extract_tb(e.__traceback__)[-1] if e.__traceback__ else None
+    where = f" ({frame.filename.rsplit('/', 1)[-1]}:{frame.lineno})" if frame else ""
+    return f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"[:300] + where
+
+
+def measure(task: MeasureTask) -> MeasureResult:
+    """Build the variant on every weight copy, gate it on fresh inputs, then time it
+    interleaved with the float32 reference. Never raises."""
+    arch, bucket = BertArch(**task.arch), Bucket(task.batch, task.seq)
+    try:
+        variant = get_variant(task.kind, task.device, task.variant)
+        fx = _fixture(task, arch, bucket)
+        dtype = variant.input_dtype(task.params)
+        with torch.no_grad():
+            fns = [variant.build(w, task.params, arch, bucket) for w in fx.weights]
+    except Exception as e:
+        return MeasureResult("error", f"build failed: {_describe(e)}")
+    try:
+        with torch.no_grad():
+            out = fns[0](cast_inputs(fx.check_inputs, dtype))
+            err = rel_error(out, fx.check_ref)
+    except Exception as e:
+        return MeasureResult("error", f"run failed: {_describe(e)}")
+    if not math.isfinite(err):
+        return MeasureResult("wrong", "non-finite output", rel_error=None)
+    spec = op_spec(task.kind)
+    cand_inputs = cast_inputs(fx.timing_inputs, dtype)
+    cand = [partial(fn, cand_inputs) for fn in fns]
+    ref = [partial(spec.reference, w, fx.timing_inputs, arch) for w in fx.weights]
+    try:
+        with torch.no_grad():
+            c, r = time_interleaved(cand, ref, task.budget_s, task.min_rounds, task.max_rounds)
+    except Exception as e:
+        return MeasureResult("error", f"timing failed: {_describe(e)}", rel_error=err)
+    return MeasureResult("ok", "", err, c.median_ms, c.iqr_ms, r.median_ms, r.iqr_ms, c.n)

@@ -1,0 +1,255 @@
+"""The study driver: one Optuna study per op instance, ask/tell, cache, worker, re-measure.
+
+For each study: stale RUNNING trials of a killed run are failed, finished trials count toward
+the budget, every proposal is checked against the space's constraints, looked up in the
+measurement cache, and only then measured in the worker process. After the budget, the top
+feasible configs are measured again with more repeats and the winner is stored on the study.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from autotune.measure import MeasureResult, MeasureTask, MeasureWorker
+from autotune.models.bert import OP_KINDS, Bucket, OpInstance, ResolvedModel, workload
+from autotune.search.keys import StudyIdentity, config_key
+from autotune.search.objective import suggest
+from autotune.search.samplers import make_sampler
+from autotune.search.spaces import load_spaces, space_context
+from autotune.space import Params, Space
+from autotune.storage import MeasurementCache, open_optuna_storage, prepare_url
+
+COPIES_CAP = 8  # weight copies rotated per op: enough to defeat caches, bounded in memory
+FINISHED = (TrialState.COMPLETE, TrialState.FAIL)
+
+
+@dataclass
+class SearchOptions:
+    model: str = "bert-base-uncased"
+    device: str = "cpu"
+    ops: tuple[str, ...] = OP_KINDS
+    batch_sizes: tuple[int, ...] = (1, 8)
+    seq_lens: tuple[int, ...] = (128,)
+    trials: int = 20
+    timeout: float | None = None
+    sampler: str = "tpe"
+    seed: int | None = 0
+    max_rel_error: float = 0.02
+    storage: str = "sqlite:///db/autotune.sqlite3"
+    spaces_dir: Path = Path("search_spaces")
+    trial_timeout: float = 120.0
+    time_per_trial: float = 1.0
+    top_k: int = 3
+    preload: tuple[str, ...] = ()  # extra variant modules for the worker (tests, plugins)
+
+    @property
+    def buckets(self) -> list[Bucket]:
+        return [Bucket(b, s) for b in self.batch_sizes for s in self.seq_lens]
+
+
+@dataclass
+class StudyOutcome:
+    identity: StudyIdentity
+    instance: OpInstance
+    final: dict[str, Any] | None
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+Progress = Callable[[str, int], None]  # (description, trials finished since last call)
+
+
+def _feasible(res: dict[str, Any], tol: float) -> bool:
+    err = res.get("rel_error")
+    return res.get("status") == "ok" and err is not None and err <= tol
+
+
+def trial_counts(study: optuna.Study, tol: float) -> dict[str, int]:
+    trials = study.get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    feasible = sum(1 for t in complete if _feasible(t.user_attrs, tol))
+    return {
+        "feasible": feasible,
+        "infeasible": len(complete) - feasible,
+        "failed": sum(1 for t in trials if t.state == TrialState.FAIL),
+        "pruned": sum(1 for t in trials if t.state == TrialState.PRUNED),
+    }
+
+
+class Searcher:
+    """Runs the studies of one ``autotune search`` invocation."""
+
+    def __init__(self, opts: SearchOptions, resolved: ResolvedModel,
+                 progress: Progress | None = None) -> None:
+        self.opts = opts
+        self.resolved = resolved
+        self.progress = progress or (lambda desc, n: None)
+        self.spaces = load_spaces(opts.spaces_dir, opts.device, opts.ops)
+        self.instances = [i for i in workload(resolved.arch, opts.buckets) if i.kind in opts.ops]
+        self.url = prepare_url(opts.storage)
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        logging.getLogger("optuna").setLevel(logging.WARNING)
+        self.storage = open_optuna_storage(self.url)
+        self.cache = MeasurementCache(self.url)
+        self.worker = MeasureWorker(opts.preload)
+        self.deadline = None if opts.timeout is None else time.monotonic() + opts.timeout
+        self.current: tuple[optuna.Study, optuna.Trial] | None = None
+
+    def identity(self, inst: OpInstance) -> StudyIdentity:
+        return StudyIdentity(self.resolved.name, self.resolved.arch, inst.kind, inst.bucket,
+                             self.opts.device, inst.dtype)
+
+    def out_of_time(self) -> bool:
+        return self.deadline is not None and time.monotonic() > self.deadline
+
+    def close(self) -> None:
+        self.worker.close()
+        self.cache.close()
+
+    # -- one study -------------------------------------------------------------------------
+
+    def open_study(self, ident: StudyIdentity) -> optuna.Study:
+        sampler = make_sampler(self.opts.sampler, self.opts.seed, self.opts.trials)
+        study = optuna.create_study(study_name=ident.name, storage=self.storage,
+                                    direction="minimize", sampler=sampler, load_if_exists=True)
+        if study.user_attrs.get("key") != ident.key:
+            for k, v in ident.attrs().items():
+                study.set_user_attr(k, v)
+        # SQLite has one writer, so a RUNNING trial here was left by a killed run.
+        if self.url.startswith("sqlite"):
+            for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                study._storage.set_trial_user_attr(t._trial_id, "reason", "stale: run was killed")
+                study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        return study
+
+    def enqueue_all(self, study: optuna.Study, space: Space, ctx: dict[str, Any], n: int) -> None:
+        """Grid search, or any sampler on a space no larger than the budget: every config,
+        in a seeded random order, except those the study has already run."""
+        seen = {_params_key(t.params) for t in study.get_trials(deepcopy=False)
+                if t.state in FINISHED or t.state == TrialState.WAITING}
+        todo = [c for c in space.configs(ctx) if _params_key(c) not in seen]
+        random.Random(self.opts.seed).shuffle(todo)
+        for params in todo[:n]:
+            study.enqueue_trial(params, skip_if_exists=False)
+
+    def task(self, inst: OpInstance, params: Params, budget: float) -> MeasureTask:
+        return MeasureTask(
+            arch=self.resolved.arch.to_dict(), kind=inst.kind, batch=inst.bucket.batch,
+            seq=inst.bucket.seq, variant=str(params["variant"]), params=dict(params),
+            device=self.opts.device, copies=min(inst.count, COPIES_CAP), budget_s=budget,
+            seed=self.opts.seed or 0,
+        )
+
+    def record(self, study: optuna.Study, trial: optuna.Trial, res: MeasureResult,
+               cached: bool) -> None:
+        tol = self.opts.max_rel_error
+        for k, v in res.to_dict().items():
+            if k != "extra" and v is not None:
+                trial.set_user_attr(k, v)
+        trial.set_user_attr("cached", cached)
+        if res.status == "ok" and res.ratio is not None and res.rel_error is not None:
+            trial.set_user_attr("constraint", [res.rel_error - tol])
+            study.tell(trial, res.ratio)
+        else:
+            study.tell(trial, state=TrialState.FAIL)
+
+    def run_study(self, inst: OpInstance) -> StudyOutcome:
+        ident = self.identity(inst)
+        space = self.spaces[inst.kind]
+        ctx = space_context(inst.kind, self.resolved.arch, inst.bucket)
+        study = self.open_study(ident)
+        desc = f"{inst.kind} {inst.bucket.label}"
+        done = sum(1 for t in study.get_trials(deepcopy=False) if t.state in FINISHED)
+        remaining = max(0, self.opts.trials - done)
+        self.progress(desc, min(done, self.opts.trials))
+        if remaining and (self.opts.sampler == "grid" or space.size(ctx) <= remaining):
+            self.enqueue_all(study, space, ctx, remaining)
+        elif remaining and not done and space.baseline is not None:
+            # The reference's own config first: the search never ends worse than it.
+            study.enqueue_trial(space.baseline)
+        asks = 0
+        while remaining > 0 and asks < 5 * self.opts.trials + 20 and not self.out_of_time():
+            asks += 1
+            trial = study.ask()
+            self.current = (study, trial)
+            params = suggest(trial, space)
+            broken = space.violated(params, ctx)
+            if broken is not None:  # costs no measurement and does not count
+                trial.set_user_attr("reason", f"constraint: {broken}")
+                study.tell(trial, state=TrialState.PRUNED)
+                continue
+            key = config_key(ident.key, params)
+            res = self.cache.get(key)
+            cached = res is not None
+            if res is None:
+                res = self.worker.run(self.task(inst, params, self.opts.time_per_trial),
+                                      self.opts.trial_timeout)
+                self.cache.put(key, ident.key, params, res)
+            self.record(study, trial, res, cached)
+            self.current = None
+            remaining -= 1
+            self.progress(desc, 1)
+        final = self.remeasure(study, inst)
+        return StudyOutcome(ident, inst, final, trial_counts(study, self.opts.max_rel_error))
+
+    def remeasure(self, study: optuna.Study, inst: OpInstance) -> dict[str, Any] | None:
+        """Measure the top feasible configs again with 3× the time and keep the best: the
+        winner of a noisy search is biased toward a lucky measurement."""
+        tol = self.opts.max_rel_error
+        ranked = sorted((t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                         if _feasible(t.user_attrs, tol)), key=lambda t: t.value or float("inf"))
+        top: list[optuna.trial.FrozenTrial] = []
+        for t in ranked:
+            if _params_key(t.params) not in {_params_key(u.params) for u in top}:
+                top.append(t)
+            if len(top) == self.opts.top_k:
+                break
+        if not top:
+            return None
+        numbers = [t.number for t in top]
+        old = study.user_attrs.get("final")
+        if old and old.get("trials") == numbers and old.get("max_rel_error") == tol:
+            return dict(old)
+        candidates = []
+        for t in top:
+            res = self.worker.run(self.task(inst, t.params, 3 * self.opts.time_per_trial),
+                                  self.opts.trial_timeout)
+            if _feasible(res.to_dict(), tol) and res.ratio is not None:
+                candidates.append({"trial": t.number, "params": t.params, **res.to_dict()})
+        if not candidates:  # remeasurement disagreed with the search: fall back to its best
+            t = top[0]
+            candidates = [{"trial": t.number, "params": t.params, **t.user_attrs}]
+        best = min(candidates, key=lambda c: c["cand_ms"] / c["ref_ms"])
+        final = {"trials": numbers, "max_rel_error": tol, "remeasured": len(candidates),
+                 **{k: best[k] for k in ("trial", "params", "rel_error", "cand_ms",
+                                         "cand_iqr_ms", "ref_ms", "ref_iqr_ms")}}
+        study.set_user_attr("final", final)
+        return final
+
+    def run(self) -> list[StudyOutcome]:
+        outcomes = []
+        for inst in self.instances:
+            if self.out_of_time():
+                break
+            outcomes.append(self.run_study(inst))
+        return outcomes
+
+    def fail_current(self, reason: str) -> None:
+        """Close the trial in flight (on Ctrl-C) so that no RUNNING trial is left behind."""
+        if self.current is not None:
+            study, trial = self.current
+            trial.set_user_attr("reason", reason)
+            study.tell(trial, state=TrialState.FAIL)
+            self.current = None
+
+
+def _params_key(params: dict[str, Any]) -> str:
+    return repr(sorted(params.items()))

@@ -1,0 +1,75 @@
+"""Storage URLs: checked, made ready (SQLite folder), redacted for messages, opened."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from autotune.errors import UserError
+
+if TYPE_CHECKING:
+    import optuna
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced, for logs, errors and reports."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unparseable storage URL>"
+
+
+def _sqlite_path(url: str) -> Path | None:
+    u = make_url(url)
+    if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:":
+        return None
+    return Path(u.database)
+
+
+def prepare_url(url: str) -> str:
+    """Check ``url``; for SQLite create the folder and check an existing file is a database."""
+    try:
+        make_url(url)
+    except ArgumentError:
+        raise UserError(f"storage URL {redact(url)!r} is not a database URL "
+                        "(e.g. sqlite:///db/autotune.sqlite3)") from None
+    path = _sqlite_path(url)
+    if path is None:
+        return url
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and path.stat().st_size > 0:
+        with open(path, "rb") as f:
+            if f.read(16) != b"SQLite format 3\x00":
+                raise UserError(f"{path}: exists but is not an SQLite database")
+        try:
+            with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as con:
+                con.execute("PRAGMA schema_version").fetchone()
+        except sqlite3.DatabaseError as e:
+            raise UserError(f"{path}: corrupted SQLite database ({e})") from None
+    return url
+
+
+def engine_kwargs(url: str) -> dict[str, object]:
+    if make_url(url).get_backend_name() == "sqlite":
+        # Wait for a lock instead of failing at once when another connection writes.
+        return {"connect_args": {"timeout": 60}}
+    return {"pool_pre_ping": True}
+
+
+def open_optuna_storage(url: str) -> optuna.storages.RDBStorage:
+    import optuna
+    from sqlalchemy.exc import OperationalError, SQLAlchemyError
+
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url))
+    except OperationalError as e:
+        raise UserError(f"cannot open storage {redact(url)}: "
+                        f"{str(e.orig).strip().splitlines()[0]}") from None
+    except SQLAlchemyError as e:
+        raise UserError(f"cannot open storage {redact(url)}: {type(e).__name__}") from None
+    except ImportError as e:
+        raise UserError(f"cannot open storage {redact(url)}: missing driver ({e.name})") from None
