@@ -37,7 +37,7 @@ def _ops(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, .
     items = tuple(v.strip() for v in value.split(",") if v.strip())
     bad = [v for v in items if v not in OP_KINDS]
     if bad or not items:
-        raise click.BadParameter(f"unknown op {', '.join(bad) or value!r}; "
+        raise click.BadParameter(f"unknown op {', '.join(map(repr, bad)) or repr(value)}; "
                                  f"choose from all, {', '.join(OP_KINDS)}")
     return tuple(k for k in OP_KINDS if k in items)
 
@@ -166,7 +166,9 @@ def run_search(opts: SearchOptions, output: Path | None, console: Console,
                 if searcher.out_of_time():
                     console.print("[yellow]--timeout reached: remaining studies skipped[/]")
                     break
-                outcomes.append(searcher.run_study(inst))
+                outcome = searcher.run_study(inst)
+                outcomes.append(outcome)
+                bar.console.print(_study_line(outcome))
         except KeyboardInterrupt:
             searcher.fail_current("interrupted (SIGINT)")
             console.print("[yellow]interrupted: the trial in flight was recorded as failed[/]")
@@ -177,6 +179,17 @@ def run_search(opts: SearchOptions, output: Path | None, console: Console,
     _export(searcher.storage, resolved.name,
             opts.device, opts.max_rel_error, output, console)
     return code
+
+
+def _study_line(o: StudyOutcome) -> str:
+    head = f"{o.instance.kind} {o.instance.bucket.label}:"
+    c = o.counts
+    counts = f"{c['feasible']} feasible, {c['infeasible']} over tolerance, {c['failed']} failed"
+    if o.final is None:
+        return f"{head} no feasible config ({counts})"
+    f = o.final
+    return (f"{head} {f['cand_ms']:.3f} ms vs reference {f['ref_ms']:.3f} ms "
+            f"({f['ref_ms'] / f['cand_ms']:.2f}×) with {f['params']['variant']} ({counts})")
 
 
 def print_summary(outcomes: Sequence[StudyOutcome], console: Console) -> None:

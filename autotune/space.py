@@ -26,8 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
-
 from autotune.errors import SpaceError
 
 Value = str | int | bool
@@ -151,7 +149,7 @@ def _choices(path: str, key: str, spec: dict[str, Any], cores: int) -> tuple[Val
         if not isinstance(choices, list) or not choices:
             raise SpaceError(path, f"{key}.choices", "must be a non-empty list")
         if not all(isinstance(c, str | int | bool) and not isinstance(c, float) for c in choices):
-            raise SpaceError(path, f"{key}.choices", "choices must be strings, integers or booleans")
+            raise SpaceError(path, f"{key}.choices", "must be strings, integers or booleans")
         if len(set(map(repr, choices))) != len(choices):
             raise SpaceError(path, f"{key}.choices", "choices repeat")
         return tuple(choices)

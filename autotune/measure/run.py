@@ -50,7 +50,8 @@ def _fixture(task: MeasureTask, arch: BertArch, bucket: Bucket) -> Fixture:
 def _describe(e: BaseException) -> str:
     frame = traceback.extract_tb(e.__traceback__)[-1] if e.__traceback__ else None
     where = f" ({frame.filename.rsplit('/', 1)[-1]}:{frame.lineno})" if frame else ""
-    return f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"[:300] + where
+    lines = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {lines[0] if lines else ''}"[:300] + where
 
 
 def measure(task: MeasureTask) -> MeasureResult:
@@ -79,7 +80,8 @@ def measure(task: MeasureTask) -> MeasureResult:
     ref = [partial(spec.reference, w, fx.timing_inputs, arch) for w in fx.weights]
     try:
         with torch.no_grad():
-            c, r = time_interleaved(cand, ref, task.budget_s, task.min_rounds, task.max_rounds)
+            c, r = time_interleaved(cand, ref, task.budget_s, task.min_rounds, task.max_rounds,
+                                    cand_threads=int(task.params.get("threads", 0)))
     except Exception as e:
         return MeasureResult("error", f"timing failed: {_describe(e)}", rel_error=err)
     return MeasureResult("ok", "", err, c.median_ms, c.iqr_ms, r.median_ms, r.iqr_ms, c.n)

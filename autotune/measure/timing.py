@@ -9,6 +9,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import torch
+
 Call = Callable[[], object]
 
 #: Shortest sample worth timing; calls faster than this are looped inside one sample.
@@ -35,11 +37,19 @@ class Stats:
 class _Rotating:
     """Calls one function per weight copy in turn, so no copy stays hot in cache."""
 
-    def __init__(self, calls: Sequence[Call]) -> None:
+    def __init__(self, calls: Sequence[Call], threads: int) -> None:
         self.calls = list(calls)
         self.i = 0
+        self.threads = threads
+
+    def enter(self) -> None:
+        """Switch to this side's thread count, with one untimed call to absorb the switch."""
+        if self.threads and torch.get_num_threads() != self.threads:
+            torch.set_num_threads(self.threads)
+            self.calls[0]()
 
     def sample(self, inner: int) -> float:
+        self.enter()
         n = len(self.calls)
         start = time.perf_counter()
         for _ in range(inner):
@@ -54,10 +64,18 @@ def time_interleaved(
     budget_s: float = 1.0,
     min_rounds: int = 5,
     max_rounds: int = 200,
+    cand_threads: int = 0,
 ) -> tuple[Stats, Stats]:
-    """Per-call time of ``candidate`` and ``reference``, each a list of calls (one per copy)."""
-    cand, ref = _Rotating(candidate), _Rotating(reference)
+    """Per-call time of ``candidate`` and ``reference``, each a list of calls (one per copy).
+
+    With ``cand_threads`` the candidate's samples run at that thread count and the
+    reference's at the count in force on entry; the switch happens outside the timed region,
+    so neither side pays for the other's thread pool being resized.
+    """
+    cand = _Rotating(candidate, cand_threads)
+    ref = _Rotating(reference, torch.get_num_threads())
     for r in (cand, ref):  # warm-up: every copy once (allocations, packing, JIT) ...
+        r.enter()
         for c in r.calls:
             c()
     once = {r: max(r.sample(1), 1e-9) for r in (cand, ref)}  # ... and a first estimate
@@ -70,4 +88,5 @@ def time_interleaved(
             times[r].append(r.sample(inner[r]))
         if rnd + 1 >= min_rounds and time.perf_counter() > deadline:
             break
+    ref.enter()  # leave the thread count as it was found
     return Stats.of(times[cand]), Stats.of(times[ref])

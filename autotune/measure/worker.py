@@ -60,7 +60,7 @@ class MeasureWorker:
         self._proc: mp.process.BaseProcess | None = None
         self._conn: Connection | None = None
         self.measured = 0  # tasks sent to the process (for tests and the summary)
-        self.restarts = 0
+        self.restarts = 0  # processes lost to a timeout or crash (each replaced on next use)
 
     def _start(self) -> None:
         ctx = mp.get_context("spawn")
@@ -90,9 +90,7 @@ class MeasureWorker:
 
     def run(self, task: MeasureTask, timeout: float) -> MeasureResult:
         if self._proc is None or not self._proc.is_alive():
-            if self._proc is not None:
-                self.restarts += 1
-                self._kill()
+            self._kill()
             self._start()
         assert self._conn is not None and self._proc is not None
         self.measured += 1
@@ -104,12 +102,14 @@ class MeasureWorker:
                     break
                 if time.monotonic() - start > timeout:
                     self._kill()
+                    self.restarts += 1
                     return MeasureResult("timeout", f"no result within {timeout:g} s")
             result = MeasureResult.from_dict(self._conn.recv())
         except (EOFError, BrokenPipeError, ConnectionResetError, OSError):
             self._proc.join(timeout=5)
             reason = _exit_reason(self._proc.exitcode)
             self._kill()
+            self.restarts += 1
             return MeasureResult("crash", reason)
         return result
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from autotune.errors import UserError
 from autotune.fingerprint import short_hash
@@ -113,43 +115,69 @@ def _read_config(path: Path) -> dict[str, Any]:
     return cfg
 
 
-def _hub_config(name: str) -> tuple[dict[str, Any], Path] | str:
-    """The config of a hub id from the local cache or the hub; a reason string when neither."""
+def _hub_reachable(timeout: float = 3.0) -> str | None:
+    """None when the hub answers on its port; otherwise why not. Checked once, quickly, so
+    that an offline machine does not sit through the hub client's retries."""
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return "HF_HUB_OFFLINE is set"
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or ""
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError as e:
+        return f"the hub ({host}) is unreachable: {e.strerror or type(e).__name__}"
+    return None
+
+
+def _hub_config(name: str, online: bool) -> tuple[dict[str, Any], Path] | str:
+    """The config of a hub id from the local cache (or the hub when ``online``), else a reason."""
     try:
         from huggingface_hub import hf_hub_download
         from huggingface_hub.errors import HFValidationError
     except ImportError:
         return "huggingface_hub is not installed"
-    for local_only in (True, False):
-        if not local_only and os.environ.get("HF_HUB_OFFLINE") == "1":
-            break
-        try:
-            file = hf_hub_download(name, "config.json", local_files_only=local_only, etag_timeout=5)
-        except HFValidationError:
-            return f"{name!r} is not a valid model id"
-        except Exception as e:  # network errors come in many types; all mean "not here"
-            reason = f"{type(e).__name__}"
-            continue
+    try:
+        file = hf_hub_download(name, "config.json", local_files_only=True)
         return _read_config(Path(file).parent), Path(file).parent
-    return f"the hub could not be reached ({reason})"
+    except HFValidationError:
+        return f"{name!r} is not a valid model id"
+    except Exception:  # not in the cache: fall through to the hub
+        pass
+    if not online:
+        return "it is not in the local Hugging Face cache"
+    unreachable = _hub_reachable()
+    if unreachable:
+        return unreachable
+    try:
+        file = hf_hub_download(name, "config.json", etag_timeout=5)
+    except Exception as e:  # the hub client raises many types; all mean "not available"
+        return f"the hub did not serve it ({type(e).__name__})"
+    return _read_config(Path(file).parent), Path(file).parent
 
 
 def resolve_model(model: str) -> ResolvedModel:
-    """Find the architecture for ``model``: a local directory, a known name or a hub id."""
+    """Find the architecture for ``model``: a local directory, a known name or a hub id.
+
+    Known names never touch the network: their architecture is data here, and the local
+    Hugging Face cache is used when it holds them.
+    """
     path = Path(model).expanduser()
     if path.is_dir():
         arch = BertArch.from_hf_config(_read_config(path), str(path))
         return ResolvedModel(path.resolve().name, arch, "local", path)
-    if os.sep in model and (model.startswith((".", "/", "~")) or path.suffix):
+    if model.startswith((".", "/", "~")):
         raise UserError(f"{model}: no such directory")
-    found = _hub_config(model)
+    if model in KNOWN_ARCHITECTURES:
+        found = _hub_config(model, online=False)
+        if not isinstance(found, str):
+            return ResolvedModel(model, BertArch.from_hf_config(found[0], model), "hub-cache",
+                                 found[1])
+        notice = (f"weights for {model} are not available ({found}); using its known "
+                  "architecture with random weights (timings do not depend on weight values)")
+        return ResolvedModel(model, KNOWN_ARCHITECTURES[model], "builtin", None, notice)
+    found = _hub_config(model, online=True)
     if not isinstance(found, str):
         cfg, where = found
         return ResolvedModel(model, BertArch.from_hf_config(cfg, model), "hub", where)
-    if model in KNOWN_ARCHITECTURES:
-        notice = (f"weights for {model} unavailable: {found}; using its known architecture "
-                  "with random weights (timings do not depend on weight values)")
-        return ResolvedModel(model, KNOWN_ARCHITECTURES[model], "builtin", None, notice)
     known = ", ".join(KNOWN_ARCHITECTURES)
     raise UserError(f"unknown model {model!r}: not a directory, not a known architecture "
                     f"({known}), and {found}")

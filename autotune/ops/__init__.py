@@ -8,8 +8,8 @@ from autotune.ops.registry import (
     cast_inputs,
     get_variant,
     op_spec,
-    rel_error,
     register_op,
+    rel_error,
     variant,
     variants,
 )

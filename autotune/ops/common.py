@@ -27,9 +27,23 @@ def layer_norm(n: int, gen: torch.Generator) -> Tensors:
     return {"ln_weight": 1.0 + randn((n,), gen, 0.1), "ln_bias": randn((n,), gen, 0.1)}
 
 
+#: BERT's hidden states carry a few outlier dimensions, several times larger than the rest
+#: (Kovaleva et al. 2021, Bondarenko et al. 2021). They are what breaks per-tensor int8
+#: activation quantization, so the correctness gate must see them: without them int8 looks
+#: as accurate as bfloat16 on random data, and fails on real weights.
+OUTLIER_EVERY = 256
+OUTLIER_SCALE = 6.0
+
+
 def hidden(arch: BertArch, bucket: Bucket, gen: torch.Generator, width: int | None = None,
            ) -> torch.Tensor:
-    return randn((bucket.batch, bucket.seq, width or arch.hidden_size), gen)
+    """Activations shaped (batch, seq, width) with unit variance and a few outlier channels."""
+    width = width or arch.hidden_size
+    x = randn((bucket.batch, bucket.seq, width), gen)
+    n = max(1, width // OUTLIER_EVERY)
+    channels = torch.randperm(width, generator=gen)[:n]
+    x[..., channels] *= OUTLIER_SCALE
+    return x
 
 
 def lengths(bucket: Bucket, gen: torch.Generator) -> torch.Tensor:

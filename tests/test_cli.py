@@ -1,0 +1,82 @@
+"""Bad input gives one clear line and a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from autotune.cli import main
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--trials", "0"], "--trials"),
+        (["--trials", "-3"], "--trials"),
+        (["--batch-sizes", "0"], "positive integer"),
+        (["--batch-sizes", "a,b"], "comma-separated list"),
+        (["--seq-lens", "-1"], "positive integer"),
+        (["--ops", "ffn_up,softmax"], "unknown op 'softmax'"),
+        (["--sampler", "annealing"], "--sampler"),
+        (["--max-rel-error", "0"], "--max-rel-error"),
+        (["--model", "./no/such/dir"], "no such directory"),
+        (["--model", "/"], "no config.json"),
+    ],
+)
+def test_bad_flags(args: list[str], message: str, tmp_path: Path) -> None:
+    db = tmp_path / "x.sqlite3"
+    result = CliRunner().invoke(main, ["search", "--storage", f"sqlite:///{db}", *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert not db.exists()  # nothing written
+
+
+def test_cuda_without_gpu(tmp_path: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    result = CliRunner().invoke(main, ["search", "--device", "cuda"])
+    assert result.exit_code == 2 and "no CUDA device" in result.output
+
+
+def test_bad_space_file_is_one_line(tmp_path: Path, tiny_model_dir: Path) -> None:
+    (tmp_path / "spaces" / "cpu").mkdir(parents=True)
+    (tmp_path / "spaces" / "cpu" / "pooler.yaml").write_text(
+        "kind: pooler\nparams:\n  variant: {type: tensor}\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "autotune.cli", "search", "--model", str(tiny_model_dir),
+         "--ops", "pooler", "--spaces", str(tmp_path / "spaces"),
+         "--storage", f"sqlite:///{tmp_path / 'x.sqlite3'}"],
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    err = proc.stderr.strip().splitlines()
+    assert err[-1].startswith("error: ") and "pooler.yaml: params.variant.type" in err[-1]
+    assert "unknown parameter type 'tensor'" in err[-1]
+
+
+def test_corrupted_database_is_refused(tmp_path: Path, tiny_model_dir: Path) -> None:
+    db = tmp_path / "bad.sqlite3"
+    db.write_bytes(b"this is not a database" * 100)
+    result = CliRunner().invoke(main, ["search", "--model", str(tiny_model_dir),
+                                       "--seq-lens", "8", "--storage", f"sqlite:///{db}"])
+    assert result.exit_code == 2 and "not an SQLite database" in result.output
+
+
+def test_export_without_studies(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["export", "--storage",
+                                       f"sqlite:///{tmp_path / 'empty.sqlite3'}"])
+    assert result.exit_code == 2 and "no studies" in result.output
+
+
+def test_help_explains() -> None:
+    result = CliRunner().invoke(main, ["search", "--help"])
+    assert result.exit_code == 0
+    for flag in ("--model", "--trials", "--sampler", "--max-rel-error", "--storage", "--timeout"):
+        assert flag in result.output
