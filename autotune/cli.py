@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -157,24 +158,30 @@ def run_search(opts: SearchOptions, output: Path | None, console: Console,
     columns = (TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())
     outcomes: list[StudyOutcome] = []
-    code = 0
+
+    def on_sigint(signum: int, frame: object) -> None:
+        searcher.request_stop()
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C aborts
+        console.print("[yellow]interrupted: stopping after the trial in flight "
+                      "(Ctrl-C again to abort)[/]")
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
     with Progress(*columns, console=console, transient=False) as bar:
         task = bar.add_task("starting", total=len(searcher.instances) * opts.trials)
         searcher.progress = lambda desc, n: bar.update(task, advance=n, description=desc)
         try:
             for inst in searcher.instances:
                 if searcher.out_of_time():
-                    console.print("[yellow]--timeout reached: remaining studies skipped[/]")
+                    if not searcher.stop_requested:
+                        console.print("[yellow]--timeout reached: remaining studies skipped[/]")
                     break
                 outcome = searcher.run_study(inst)
                 outcomes.append(outcome)
                 bar.console.print(_study_line(outcome))
-        except KeyboardInterrupt:
-            searcher.fail_current("interrupted (SIGINT)")
-            console.print("[yellow]interrupted: the trial in flight was recorded as failed[/]")
-            code = 130
         finally:
             searcher.close()
+            signal.signal(signal.SIGINT, previous)
+    code = 130 if searcher.stop_requested else 0
     print_summary(outcomes, console)
     _export(searcher.storage, resolved.name,
             opts.device, opts.max_rel_error, output, console)

@@ -9,8 +9,8 @@ from autotune.space import Value
 
 #: ok: measured (feasibility is judged by the search against its tolerance);
 #: error: the variant failed to build or run; wrong: non-finite or mis-shaped output;
-#: timeout / crash: the worker process was killed or died.
-STATUSES = ("ok", "error", "wrong", "timeout", "crash")
+#: timeout / crash: the worker process was killed or died; interrupted: the user stopped it.
+STATUSES = ("ok", "error", "wrong", "timeout", "crash", "interrupted")
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import os
 import signal
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from types import TracebackType
 
@@ -24,6 +24,8 @@ STARTUP_TIMEOUT_S = 180.0
 
 
 def _serve(conn: Connection, preload: Sequence[str]) -> None:
+    # Ctrl-C is the parent's to handle: it stops the search and then this process.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     warnings.simplefilter("ignore")
     # Keep the parent's terminal (progress bar) clean: compilers and libraries print here.
     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -88,7 +90,9 @@ class MeasureWorker:
             self._conn.close()
         self._proc, self._conn = None, None
 
-    def run(self, task: MeasureTask, timeout: float) -> MeasureResult:
+    def run(self, task: MeasureTask, timeout: float,
+            should_stop: Callable[[], bool] | None = None) -> MeasureResult:
+        """Measure ``task``; kill it after ``timeout`` s, or as soon as ``should_stop()``."""
         if self._proc is None or not self._proc.is_alive():
             self._kill()
             self._start()
@@ -104,6 +108,9 @@ class MeasureWorker:
                     self._kill()
                     self.restarts += 1
                     return MeasureResult("timeout", f"no result within {timeout:g} s")
+                if should_stop is not None and should_stop():
+                    self._kill()
+                    return MeasureResult("interrupted", "search interrupted by the user")
             result = MeasureResult.from_dict(self._conn.recv())
         except (EOFError, BrokenPipeError, ConnectionResetError, OSError):
             self._proc.join(timeout=5)

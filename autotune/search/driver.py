@@ -72,14 +72,21 @@ def _feasible(res: dict[str, Any], tol: float) -> bool:
 
 
 def trial_counts(study: optuna.Study, tol: float) -> dict[str, int]:
-    trials = study.get_trials(deepcopy=False)
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    """Distinct configs by outcome (a repeated proposal answered by the cache counts once)."""
+    first: dict[str, optuna.trial.FrozenTrial] = {}
+    pruned = 0
+    for t in study.get_trials(deepcopy=False):
+        if t.state == TrialState.PRUNED:
+            pruned += 1
+        elif t.state in FINISHED:
+            first.setdefault(_params_key(t.params), t)
+    complete = [t for t in first.values() if t.state == TrialState.COMPLETE]
     feasible = sum(1 for t in complete if _feasible(t.user_attrs, tol))
     return {
         "feasible": feasible,
         "infeasible": len(complete) - feasible,
-        "failed": sum(1 for t in trials if t.state == TrialState.FAIL),
-        "pruned": sum(1 for t in trials if t.state == TrialState.PRUNED),
+        "failed": len(first) - len(complete),
+        "pruned": pruned,
     }
 
 
@@ -100,14 +107,19 @@ class Searcher:
         self.cache = MeasurementCache(self.url)
         self.worker = MeasureWorker(opts.preload)
         self.deadline = None if opts.timeout is None else time.monotonic() + opts.timeout
-        self.current: tuple[optuna.Study, optuna.Trial] | None = None
+        self.stop_requested = False  # set by a signal handler: finish cleanly, soon
 
     def identity(self, inst: OpInstance) -> StudyIdentity:
         return StudyIdentity(self.resolved.name, self.resolved.arch, inst.kind, inst.bucket,
                              self.opts.device, inst.dtype)
 
     def out_of_time(self) -> bool:
-        return self.deadline is not None and time.monotonic() > self.deadline
+        return self.stop_requested or (
+            self.deadline is not None and time.monotonic() > self.deadline)
+
+    def request_stop(self) -> None:
+        """Stop after the trial in flight (which is cut short and recorded as failed)."""
+        self.stop_requested = True
 
     def close(self) -> None:
         self.worker.close()
@@ -187,7 +199,6 @@ class Searcher:
         while remaining > 0 and asks < 5 * self.opts.trials + 20 and not self.out_of_time():
             asks += 1
             trial = study.ask()
-            self.current = (study, trial)
             params = suggest(trial, space)
             broken = space.violated(params, ctx)
             if broken is not None:  # costs no measurement and does not count
@@ -199,10 +210,12 @@ class Searcher:
             cached = res is not None
             if res is None:
                 res = self.worker.run(self.task(inst, params, self.opts.time_per_trial),
-                                      self.opts.trial_timeout)
+                                      self.opts.trial_timeout, lambda: self.stop_requested)
+                if res.status == "interrupted":  # not a property of the config: not cached
+                    self.record(study, trial, res, cached=False)
+                    break
                 self.cache.put(key, ident.key, params, res)
             self.record(study, trial, res, cached)
-            self.current = None
             pk = _params_key(params)
             if pk in seen:
                 nxt = next((c for c in unseen if _params_key(c) not in seen), None)
@@ -213,7 +226,7 @@ class Searcher:
             seen.add(pk)
             remaining -= 1
             self.progress(desc, 1)
-        final = self.remeasure(study, inst)
+        final = None if self.stop_requested else self.remeasure(study, inst)
         return StudyOutcome(ident, inst, final, trial_counts(study, self.opts.max_rel_error))
 
     def remeasure(self, study: optuna.Study, inst: OpInstance) -> dict[str, Any] | None:
@@ -237,7 +250,7 @@ class Searcher:
         candidates = []
         for t in top:
             res = self.worker.run(self.task(inst, t.params, 3 * self.opts.time_per_trial),
-                                  self.opts.trial_timeout)
+                                  self.opts.trial_timeout, lambda: self.stop_requested)
             if _feasible(res.to_dict(), tol) and res.ratio is not None:
                 candidates.append({"trial": t.number, "params": t.params, **res.to_dict()})
         if not candidates:  # remeasurement disagreed with the search: fall back to its best
@@ -249,22 +262,6 @@ class Searcher:
                                          "cand_iqr_ms", "ref_ms", "ref_iqr_ms")}}
         study.set_user_attr("final", final)
         return final
-
-    def run(self) -> list[StudyOutcome]:
-        outcomes = []
-        for inst in self.instances:
-            if self.out_of_time():
-                break
-            outcomes.append(self.run_study(inst))
-        return outcomes
-
-    def fail_current(self, reason: str) -> None:
-        """Close the trial in flight (on Ctrl-C) so that no RUNNING trial is left behind."""
-        if self.current is not None:
-            study, trial = self.current
-            trial.set_user_attr("reason", reason)
-            study.tell(trial, state=TrialState.FAIL)
-            self.current = None
 
 
 def _params_key(params: dict[str, Any]) -> str:
