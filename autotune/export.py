@@ -7,7 +7,6 @@ the database. Every written file is validated against the JSON Schema shipped in
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -15,10 +14,10 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from autotune import SCHEMA_VERSION
 from autotune.errors import UserError
 from autotune.fingerprint import machine
-from autotune.models.bert import OP_KINDS
+from autotune.models.bert import BertArch
+from autotune.runtime.config import config_dict
 from autotune.search.driver import trial_counts
 
 _SAMPLER = optuna.samplers.RandomSampler()  # loading a study needs a sampler; never used
@@ -103,19 +102,9 @@ def build_config(storage: optuna.storages.BaseStorage, model: str, device: str,
             "trials": trial_counts(study, max_rel_error),
             "study": study.study_name,
         })
-    config = {
-        "schema": SCHEMA_VERSION,
-        "model": {"name": model, "architecture_hash": first["arch_hash"],
-                  "architecture": first["arch"]},
-        "device": device,
-        "machine": first["machine_info"],
-        "software": first["software"],
-        "tolerance": {"max_rel_error": max_rel_error},
-        # Per-op search pads to the bucket; layout choices are searched end to end.
-        "layout": {"pad_to_multiple": 1, "varlen": False},
-        "ops": {k: ops[k] for k in OP_KINDS if k in ops},
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
+    # Per-op search pads to the bucket; layout choices are searched end to end.
+    config = config_dict(model, BertArch(**first["arch"]), device, max_rel_error, ops)
+    config["machine"], config["software"] = first["machine_info"], first["software"]
     validate(config)
     return config
 

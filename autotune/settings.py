@@ -6,8 +6,9 @@ import os
 from pathlib import Path
 
 DEFAULT_STORAGE = "sqlite:///db/autotune.sqlite3"
-#: Repository-level folder that holds ``<device>/<kind>.yaml`` search spaces.
-DEFAULT_SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
+#: ``<device>/<kind>.yaml`` search spaces; shipped in the package because the runtime checks
+#: loaded configs against them (``search_spaces/`` at the top of the repository links here).
+DEFAULT_SPACES_DIR = Path(__file__).resolve().parent / "search_spaces"
 
 
 def storage_url(cli_value: str | None) -> str:

@@ -33,10 +33,17 @@ def make_inputs(arch: BertArch, bucket: Bucket, gen: torch.Generator) -> Tensors
     return {"input_ids": ids, "token_type_ids": types}
 
 
+def _positions(inputs: Tensors, table: torch.Tensor) -> torch.Tensor:
+    """Position embeddings: of ``position_ids`` when given, else of 0..seq-1."""
+    if "position_ids" in inputs:
+        return F.embedding(inputs["position_ids"], table)
+    return table[: inputs["input_ids"].shape[1]]
+
+
 def reference(w: Tensors, inputs: Tensors, arch: BertArch) -> torch.Tensor:
     ids, types = inputs["input_ids"], inputs["token_type_ids"]
     x = F.embedding(ids, w["word"]) + F.embedding(types, w["token_type"])
-    x = x + w["position"][: ids.shape[1]]
+    x = x + _positions(inputs, w["position"])
     return F.layer_norm(x, (arch.hidden_size,), w["ln_weight"], w["ln_bias"], arch.layer_norm_eps)
 
 
@@ -55,7 +62,7 @@ def _eager(w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Bucket) -
     def run(inp: Tensors) -> torch.Tensor:
         ids, types = inp["input_ids"], inp["token_type_ids"]
         x = F.embedding(ids, t["word"]) + F.embedding(types, t["token_type"])
-        x += t["position"][: ids.shape[1]]
+        x += _positions(inp, t["position"])
         return F.layer_norm(x, (h,), t["ln_weight"], t["ln_bias"], eps)
 
     return with_threads(run, int(p["threads"]))
@@ -73,7 +80,7 @@ def _fused_tables(w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Bu
 
     def run(inp: Tensors) -> torch.Tensor:
         ids, types = inp["input_ids"], inp["token_type_ids"]
-        pos = torch.arange(ids.shape[1])
+        pos = inp["position_ids"] if "position_ids" in inp else torch.arange(ids.shape[1])
         x = F.embedding(types * n_pos + pos, pos_type)
         x += F.embedding(ids, t["word"])
         return F.layer_norm(x, (h,), t["ln_weight"], t["ln_bias"], eps)

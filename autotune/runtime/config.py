@@ -1,0 +1,177 @@
+"""Loading a TunedConfig safely: schema-checked JSON, allowlisted variants, checked params.
+
+Nothing named in the file is ever imported, evaluated or unpickled: variant names are looked
+up in the registry, and every parameter is checked against that variant's search space.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from autotune import SCHEMA_VERSION
+from autotune.errors import UserError
+from autotune.fingerprint import machine
+from autotune.models.bert import BertArch, Bucket
+from autotune.runtime import jsonschema_lite
+from autotune.space import Value
+
+MAX_CONFIG_BYTES = 16 * 2**20
+
+
+class ConfigError(UserError, ValueError):
+    """A tuned config that cannot be used; the message names the field."""
+
+
+@dataclass(frozen=True)
+class Choice:
+    bucket: Bucket
+    variant: str
+    params: dict[str, Value]
+    latency_ms: float
+    baseline_ms: float
+    rel_error: float
+
+    @property
+    def all_params(self) -> dict[str, Value]:
+        return {"variant": self.variant, **self.params}
+
+
+@dataclass(frozen=True)
+class TunedConfig:
+    model_name: str
+    arch: BertArch
+    device: str
+    machine: dict[str, Any]
+    software: dict[str, Any]
+    max_rel_error: float
+    pad_to_multiple: int
+    varlen: bool
+    ops: dict[str, tuple[Choice, ...]]
+    raw: dict[str, Any]
+
+
+def config_dict(model_name: str, arch: BertArch, device: str, max_rel_error: float,
+                ops: dict[str, list[dict[str, Any]]], pad_to_multiple: int = 1,
+                varlen: bool = False) -> dict[str, Any]:
+    """A TunedConfig as JSON-ready data; ``ops`` maps kind → entries with ``bucket``,
+    ``variant``, ``params``, ``latency_ms``, ``baseline_ms`` and ``rel_error``."""
+    from datetime import UTC, datetime
+
+    from autotune.fingerprint import software
+    from autotune.models.bert import OP_KINDS
+
+    return {
+        "schema": SCHEMA_VERSION,
+        "model": {"name": model_name, "architecture_hash": arch.hash,
+                  "architecture": arch.to_dict()},
+        "device": device,
+        "machine": machine(device),
+        "software": software(device),
+        "tolerance": {"max_rel_error": max_rel_error},
+        "layout": {"pad_to_multiple": pad_to_multiple, "varlen": varlen},
+        "ops": {k: ops[k] for k in OP_KINDS if k in ops},
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+@cache
+def _schema() -> dict[str, Any]:
+    text = resources.files("autotune").joinpath("schema/tuned_config.schema.json").read_text()
+    return dict(json.loads(text))
+
+
+def _reject_constant(name: str) -> float:
+    raise ConfigError(f"non-finite number {name} in tuned config")
+
+
+def read_json(source: str | Path | dict[str, Any]) -> tuple[dict[str, Any], str]:
+    if isinstance(source, dict):
+        return source, "<config>"
+    path = Path(source)
+    try:
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes")
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read tuned config ({e.strerror})") from None
+    try:
+        data = json.loads(text, parse_constant=_reject_constant)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a JSON object")
+    return data, str(path)
+
+
+def parse_config(source: str | Path | dict[str, Any]) -> TunedConfig:
+    """Validate ``source`` (a path or parsed JSON) and return it as a ``TunedConfig``."""
+    from autotune.ops import get_variant
+    from autotune.search.spaces import load_spaces
+    from autotune.settings import DEFAULT_SPACES_DIR
+
+    data, where = read_json(source)
+    if data.get("schema") != SCHEMA_VERSION:
+        raise ConfigError(f"{where}: schema: version {data.get('schema')!r} is not supported "
+                          f"(this autotune reads version {SCHEMA_VERSION})")
+    errors = jsonschema_lite.check(data, _schema())
+    if errors:
+        more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
+        raise ConfigError(f"{where}: {errors[0]}{more}")
+    arch = BertArch(**data["model"]["architecture"])
+    if arch.hash != data["model"]["architecture_hash"]:
+        raise ConfigError(f"{where}: model.architecture_hash does not match model.architecture")
+    device = data["device"]
+    spaces = load_spaces(DEFAULT_SPACES_DIR, device, tuple(data["ops"]))
+    ops: dict[str, tuple[Choice, ...]] = {}
+    for kind, entries in data["ops"].items():
+        choices = []
+        for i, e in enumerate(entries):
+            field = f"ops.{kind}[{i}]"
+            try:
+                get_variant(kind, device, e["variant"])
+            except KeyError:
+                raise ConfigError(f"{where}: {field}.variant: unknown variant "
+                                  f"{e['variant']!r} for {kind} on {device}") from None
+            params = {"variant": e["variant"], **e["params"]}
+            problems = spaces[kind].check(params)
+            if problems:
+                raise ConfigError(f"{where}: {field}.params.{problems[0]}")
+            b = Bucket(e["bucket"]["batch"], e["bucket"]["seq"])
+            if b.seq > arch.max_position_embeddings:
+                raise ConfigError(f"{where}: {field}.bucket.seq: {b.seq} exceeds the model's "
+                                  f"max_position_embeddings {arch.max_position_embeddings}")
+            choices.append(Choice(b, e["variant"], dict(e["params"]), e["latency_ms"],
+                                  e["baseline_ms"], e["rel_error"]))
+        ops[kind] = tuple(sorted(choices, key=lambda c: (c.bucket.batch * c.bucket.seq,
+                                                          c.bucket.batch)))
+    return TunedConfig(data["model"]["name"], arch, device, data["machine"], data["software"],
+                       data["tolerance"]["max_rel_error"], data["layout"]["pad_to_multiple"],
+                       data["layout"]["varlen"], ops, data)
+
+
+def check_fit(config: TunedConfig, arch: BertArch, strict: bool = False) -> None:
+    """A config for another model is an error; another machine or torch is a warning (an
+    error when ``strict``): it still runs correctly, just not necessarily fastest."""
+    if config.arch != arch:
+        raise ConfigError(f"tuned config is for {config.model_name!r} (architecture "
+                          f"{config.arch.hash}); this model's architecture is {arch.hash}")
+    problems = []
+    here = machine(config.device)["fingerprint"] if config.device == "cpu" else None
+    if here is not None and config.machine.get("fingerprint") != here:
+        problems.append(f"it was tuned on another machine ({config.machine.get('cpu', '?')})")
+    if config.software.get("torch") != torch.__version__:
+        problems.append(f"it was tuned with torch {config.software.get('torch')}, "
+                        f"this is {torch.__version__}")
+    if problems:
+        msg = "tuned config may not be the fastest here: " + "; ".join(problems)
+        if strict:
+            raise ConfigError(msg)
+        warnings.warn(msg, stacklevel=3)

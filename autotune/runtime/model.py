@@ -1,0 +1,252 @@
+"""BERT forward with tuned operators, dispatched per input shape; ``load`` and ``apply``.
+
+Each operator kind looks up the smallest tuned shape bucket that covers the call (rows for the
+token-wise GEMMs, batch and sequence for embeddings and attention, batch for the pooler) and
+runs the variant built for that bucket and layer. A shape beyond every bucket runs the float32
+reference (with one warning per shape). Activations stay in whatever dtype the previous op
+produced until an op needs another: conversions between precisions are paid where they occur.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from autotune.models.bert import BertArch, Bucket, resolve_model
+from autotune.ops import cast_inputs, get_variant, op_spec
+from autotune.ops.registry import OpFn, Output, Tensors
+from autotune.runtime.config import Choice, TunedConfig, check_fit, parse_config
+from autotune.runtime.weights import random_weights, read_checkpoint, split_weights
+
+TOKEN_WISE = ("qkv_proj", "attn_out", "ffn_up", "ffn_down")
+# HF BertModel arguments the tuned forward does not implement: when one is set, the call
+# goes to the model's original forward (unchanged behaviour, no speed-up).
+_UNSUPPORTED = ("inputs_embeds", "head_mask", "encoder_hidden_states", "past_key_values",
+                "output_attentions", "output_hidden_states")
+
+
+class BertOutput:
+    """Like HF's ``BaseModelOutputWithPooling``: attributes, keys and tuple indexing."""
+
+    def __init__(self, last_hidden_state: torch.Tensor, pooler_output: torch.Tensor) -> None:
+        self.last_hidden_state = last_hidden_state
+        self.pooler_output = pooler_output
+        self.hidden_states = None
+        self.attentions = None
+        self.past_key_values = None
+        self.cross_attentions = None
+
+    def to_tuple(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return (self.last_hidden_state, self.pooler_output)
+
+    def keys(self) -> list[str]:
+        return ["last_hidden_state", "pooler_output"]
+
+    def __getitem__(self, key: int | slice | str) -> Any:
+        if isinstance(key, str):
+            return getattr(self, key)
+        return self.to_tuple()[key]
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        return iter(self.to_tuple())
+
+    def __len__(self) -> int:
+        return 2
+
+
+def _covers(kind: str, b: Bucket, batch: int, seq: int) -> bool:
+    if kind in TOKEN_WISE:
+        return b.batch * b.seq >= batch * seq
+    if kind == "pooler":
+        return b.batch >= batch
+    return b.batch >= batch and b.seq >= seq
+
+
+class TunedBert(torch.nn.Module):
+    """BERT encoder + pooler running the operators chosen in a ``TunedConfig``."""
+
+    def __init__(self, arch: BertArch, state_dict: dict[str, torch.Tensor],
+                 config: TunedConfig | None) -> None:
+        super().__init__()
+        self.arch = arch
+        self.config = config
+        self.emb_w, self.layer_w, self.pool_w = split_weights(state_dict, arch)
+        self.ops: dict[str, tuple[Choice, ...]] = dict(config.ops) if config else {}
+        self.pad_to = config.pad_to_multiple if config else 1
+        self.varlen = bool(config and config.varlen)
+        self._built: dict[tuple[str, int, Bucket], tuple[OpFn, torch.dtype]] = {}
+        self._warned: set[tuple[str, int, int]] = set()
+
+    # -- dispatch ---------------------------------------------------------------------------
+
+    def _weights(self, kind: str, layer: int) -> Tensors:
+        if kind == "embeddings":
+            return self.emb_w
+        if kind == "pooler":
+            return self.pool_w
+        return self.layer_w[layer][kind]
+
+    def _fn(self, kind: str, layer: int, batch: int, seq: int) -> tuple[OpFn, torch.dtype]:
+        choice = next((c for c in self.ops.get(kind, ()) if _covers(kind, c.bucket, batch, seq)),
+                      None)
+        if choice is None:
+            return self._reference(kind, layer, batch, seq), torch.float32
+        key = (kind, layer, choice.bucket)
+        if key not in self._built:
+            variant = get_variant(kind, self.config.device if self.config else "cpu",
+                                  choice.variant)
+            params = choice.all_params
+            with torch.no_grad():
+                fn = variant.build(self._weights(kind, layer), params, self.arch, choice.bucket)
+            self._built[key] = (fn, variant.input_dtype(params))
+        return self._built[key]
+
+    def _reference(self, kind: str, layer: int, batch: int, seq: int) -> OpFn:
+        if self.ops.get(kind) and (kind, batch, seq) not in self._warned:
+            self._warned.add((kind, batch, seq))
+            warnings.warn(f"{kind}: shape batch={batch} seq={seq} is beyond every tuned bucket; "
+                          "running the float32 reference", stacklevel=4)
+        spec, w, arch = op_spec(kind), self._weights(kind, layer), self.arch
+        return lambda inputs: spec.reference(w, inputs, arch)
+
+    def _run(self, kind: str, layer: int, batch: int, seq: int, inputs: Tensors) -> Output:
+        fn, dtype = self._fn(kind, layer, batch, seq)
+        return fn(cast_inputs(inputs, dtype))
+
+    def _run1(self, kind: str, layer: int, batch: int, seq: int,
+              inputs: Tensors) -> torch.Tensor:
+        out = self._run(kind, layer, batch, seq, inputs)
+        assert isinstance(out, torch.Tensor)
+        return out
+
+    def prepare(self, shapes: list[tuple[int, int]]) -> None:
+        """Build every op for these (batch, seq) shapes now rather than on first use."""
+        for batch, seq in shapes:
+            for kind in ("embeddings", "attention", *TOKEN_WISE, "pooler"):
+                layers = range(self.arch.num_hidden_layers) if kind in TOKEN_WISE or \
+                    kind == "attention" else range(1)
+                for layer in layers:
+                    self._fn(kind, layer, batch, seq)
+
+    # -- forward ----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None, **_: Any) -> BertOutput:
+        batch, seq = input_ids.shape
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        padded = -(-seq // self.pad_to) * self.pad_to
+        if self.varlen:
+            lengths = attention_mask.sum(dim=1)
+            padded = min(padded, -(-int(lengths.max()) // self.pad_to) * self.pad_to)
+        ids, mask, types, pos = (self._pad(t, padded) if t is not None else None
+                                 for t in (input_ids, attention_mask, token_type_ids,
+                                           position_ids))
+        assert ids is not None and mask is not None and types is not None
+        emb_in = {"input_ids": ids, "token_type_ids": types}
+        if pos is not None:
+            emb_in["position_ids"] = pos
+        h = self._run1("embeddings", 0, batch, padded, emb_in)
+        keep = mask.bool()[:, None, None, :]
+        masks = {"mask_bool": keep,
+                 "mask_add": torch.zeros(keep.shape).masked_fill(~keep, torch.finfo().min)}
+        real = mask.reshape(-1).nonzero().squeeze(1) if self.varlen else None
+        if real is not None:
+            h = h.reshape(batch * padded, -1)[real][None]  # (1, tokens, hidden)
+        for layer in range(self.arch.num_hidden_layers):
+            h = self._layer(layer, h, batch, padded, masks, real)
+        if real is not None:
+            full = h.new_zeros(batch * padded, h.shape[-1])
+            full[real] = h[0]
+            h = full.view(batch, padded, -1)
+        pooled = self._run1("pooler", 0, batch, padded, {"hidden": h})
+        return BertOutput(h[:, :seq].float(), pooled.float())
+
+    def _pad(self, t: torch.Tensor, length: int) -> torch.Tensor:
+        if t.shape[1] == length:
+            return t
+        if t.shape[1] > length:
+            return t[:, :length]
+        return torch.nn.functional.pad(t, (0, length - t.shape[1]))
+
+    def _layer(self, layer: int, h: torch.Tensor, batch: int, seq: int, masks: Tensors,
+               real: torch.Tensor | None) -> torch.Tensor:
+        rows_b, rows_s = (1, h.shape[1]) if real is not None else (batch, seq)
+        qkv = self._run("qkv_proj", layer, rows_b, rows_s, {"x": h})
+        assert isinstance(qkv, tuple)
+        q, k, v = qkv
+        if real is not None:  # attention keeps per-sequence structure: scatter to padded
+            q, k, v = (self._repad(t, real, batch, seq) for t in qkv)
+        ctx = self._run1("attention", layer, batch, seq, {"q": q, "k": k, "v": v, **masks})
+        if real is not None:
+            ctx = ctx.reshape(batch * seq, -1)[real][None]
+        h1 = self._run1("attn_out", layer, rows_b, rows_s, {"ctx": ctx, "residual": h})
+        up = self._run1("ffn_up", layer, rows_b, rows_s, {"x": h1})
+        return self._run1("ffn_down", layer, rows_b, rows_s, {"h": up, "residual": h1})
+
+    def _repad(self, t: torch.Tensor, real: torch.Tensor, batch: int, seq: int) -> torch.Tensor:
+        _, heads, _, d = t.shape  # (1, heads, tokens, d) -> (batch, heads, seq, d)
+        full = t.new_zeros(batch * seq, heads, d)
+        full[real] = t[0].transpose(0, 1)
+        return full.view(batch, seq, heads, d).transpose(1, 2)
+
+
+def _find_bert(model: torch.nn.Module) -> torch.nn.Module:
+    for m in model.modules():
+        if type(m).__name__ == "BertModel":
+            return m
+    raise TypeError(f"{type(model).__name__} holds no BertModel to tune")
+
+
+def apply(model: torch.nn.Module, config: str | Path | TunedConfig,
+          strict: bool = False) -> torch.nn.Module:
+    """Patch the BertModel inside ``model`` (BertModel, BertFor*, sentence-transformers) to run
+    the tuned operators; heads keep working. Returns ``model``."""
+    cfg = config if isinstance(config, TunedConfig) else parse_config(config)
+    bert = _find_bert(model)
+    hf_config: Any = getattr(bert, "config")  # noqa: B009  (a transformers PretrainedConfig)
+    arch = BertArch.from_hf_config(hf_config.to_dict(), type(model).__name__)
+    check_fit(cfg, arch, strict)
+    tuned = TunedBert(arch, dict(bert.state_dict()), cfg)
+    original = bert.forward
+
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        names = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
+        kwargs.update(zip(names, args, strict=False))
+        if any(kwargs.get(k) not in (None, False) for k in _UNSUPPORTED) \
+                or kwargs.get("input_ids") is None:
+            return original(**kwargs)
+        out = tuned(kwargs["input_ids"], kwargs.get("attention_mask"),
+                    kwargs.get("token_type_ids"), kwargs.get("position_ids"))
+        return out if kwargs.get("return_dict", True) is not False else out.to_tuple()
+
+    bert.forward = forward
+    bert.autotune = tuned  # keeps the tuned weights alive and inspectable
+    return model
+
+
+def load(name_or_path: str, config: str | Path | TunedConfig | None = None,
+         strict: bool = False) -> TunedBert:
+    """A BERT model (known name, local directory or hub id) running a tuned config.
+
+    Without ``config`` every op runs its float32 reference. Without weights (no network, not
+    in the cache) the architecture gets random weights, with a warning."""
+    resolved = resolve_model(name_or_path)
+    cfg = None if config is None else (
+        config if isinstance(config, TunedConfig) else parse_config(config))
+    if cfg is not None:
+        check_fit(cfg, resolved.arch, strict)
+    state = read_checkpoint(resolved.path) if resolved.path else None
+    if state is None:
+        warnings.warn(f"no weights found for {name_or_path}; using random weights "
+                      "(timings are valid, outputs are not)", stacklevel=2)
+        state = random_weights(resolved.arch)
+    return TunedBert(resolved.arch, state, cfg).eval()
