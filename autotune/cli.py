@@ -102,10 +102,17 @@ def main() -> None:
               show_default=True, help="Seconds of interleaved timing per trial.")
 @click.option("--spaces", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder of search spaces (<device>/<kind>.yaml).")
+@click.option("--lengths", default="fixed", show_default=True,
+              help="Sequence-length mix the model-level study is judged on: fixed, LO..HI "
+                   "(uniform) or a file with one length per line.")
+@click.option("--compose-trials", type=click.IntRange(min=0), default=10, show_default=True,
+              help="Trials of the model-level study that composes per-op configs and "
+                   "layouts (0 skips it; it needs every op kind).")
 def search(model: str, device: str, ops: tuple[str, ...], batch_sizes: tuple[int, ...],
            seq_lens: tuple[int, ...], trials: int, timeout: float | None, sampler: str,
            seed: int, max_rel_error: float, output: Path | None, storage: str | None,
-           trial_timeout: float, time_per_trial: float, spaces: Path | None) -> None:
+           trial_timeout: float, time_per_trial: float, spaces: Path | None, lengths: str,
+           compose_trials: int) -> None:
     """Tune every operator of MODEL, store every trial, export the best config.
 
     One Optuna study per (model, op kind, shape bucket, device, machine). Each candidate is
@@ -124,7 +131,11 @@ def search(model: str, device: str, ops: tuple[str, ...], batch_sizes: tuple[int
         max_rel_error=max_rel_error, storage=settings.storage_url(storage),
         spaces_dir=settings.spaces_dir(str(spaces) if spaces else None),
         trial_timeout=trial_timeout, time_per_trial=time_per_trial,
+        compose_trials=compose_trials, lengths=lengths,
     )
+    from autotune.bench.lengths import parse_lengths
+
+    parse_lengths(lengths)  # a bad --lengths fails now, not after the per-op studies
     console = Console(stderr=True)
     if not console.is_terminal:
         console.width = max(console.width, 160)  # logs: keep table rows on one line
@@ -178,6 +189,10 @@ def run_search(opts: SearchOptions, output: Path | None, console: Console,
                 outcome = searcher.run_study(inst)
                 outcomes.append(outcome)
                 bar.console.print(_study_line(outcome))
+            if (opts.compose_trials and set(opts.ops) == set(OP_KINDS)
+                    and len(outcomes) == len(searcher.instances)
+                    and not searcher.stop_requested):
+                searcher.compose(outcomes, bar.console.print)
         finally:
             searcher.close()
             signal.signal(signal.SIGINT, previous)
@@ -269,6 +284,56 @@ def export_cmd(model: str, device: str, storage: str | None, max_rel_error: floa
     path = write_config(config, output or default_output(name, device))
     n = sum(len(v) for v in config["ops"].values())
     click.echo(f"wrote {path}: {n} tuned op buckets for {name} on {device}")
+
+
+PEERS = ("eager", "sdpa", "compile", "compile-bf16", "onnxruntime", "onnxruntime-int8")
+
+
+def _peers(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
+    items = tuple(v.strip() for v in value.split(",") if v.strip())
+    bad = [v for v in items if v not in PEERS]
+    if bad:
+        raise click.BadParameter(f"unknown peer {', '.join(map(repr, bad))}; "
+                                 f"choose from {', '.join(PEERS)}")
+    return items
+
+
+@main.command()
+@click.option("--model", default="bert-base-uncased", show_default=True,
+              help="Known name, local directory with config.json (and weights), or hub id.")
+@click.option("--config", "config_path", required=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Tuned config written by `autotune search` / `autotune export`.")
+@click.option("--batch-sizes", default="1,8", show_default=True, callback=_int_list)
+@click.option("--seq-lens", default="128", show_default=True, callback=_int_list,
+              help="Padded sequence lengths.")
+@click.option("--lengths", default="fixed", show_default=True,
+              help="Real lengths inside the padded batch: fixed, LO..HI (uniform) or a file "
+                   "with one length per line.")
+@click.option("--against", default=",".join(PEERS), show_default=True, callback=_peers,
+              help="Contenders to time next to the tuned model (onnxruntime needs the "
+                   "`peers` extra; absent ones are skipped with a note).")
+@click.option("--seconds", type=click.FloatRange(min=0, min_open=True), default=10.0,
+              show_default=True, help="Interleaved timing budget per bucket.")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="JSON results (default: next to the config, .bench.json).")
+@_storage_option
+@click.option("--seed", type=int, default=0, show_default=True)
+def bench(model: str, config_path: Path, batch_sizes: tuple[int, ...],
+          seq_lens: tuple[int, ...], lengths: str, against: tuple[str, ...], seconds: float,
+          output: Path | None, storage: str | None, seed: int) -> None:
+    """Time the tuned model and its peers interleaved in one process, with accuracy against
+    float32 HF eager and memory; print a table, write JSON, store it in the database."""
+    from rich.console import Console
+
+    from autotune import settings
+    from autotune.bench.run import BenchOptions, run_bench
+
+    console = Console()
+    if not console.is_terminal:
+        console.width = max(console.width, 140)
+    run_bench(BenchOptions(model, config_path, batch_sizes, seq_lens, lengths, against,
+                           seconds, settings.storage_url(storage), output, seed), console)
 
 
 if __name__ == "__main__":

@@ -65,16 +65,34 @@ def matching_studies(storage: optuna.storages.BaseStorage, model: str, device: s
     out = []
     for s in storage.get_all_studies():
         a = s.user_attrs
-        if a.get("autotune") and a.get("model") == model and a.get("device") == device \
-                and a.get("machine") == fingerprint:
+        if a.get("autotune") and not a.get("compose") and a.get("model") == model \
+                and a.get("device") == device and a.get("machine") == fingerprint:
             out.append(optuna.load_study(study_name=s.study_name, storage=storage,
                                          sampler=_SAMPLER))
     return out
 
 
+def composed_config(storage: optuna.storages.BaseStorage, model: str, device: str,
+                    fingerprint: str, max_rel_error: float) -> dict[str, Any] | None:
+    """The newest model-level composition judged at this tolerance, if any."""
+    best = None
+    for s in storage.get_all_studies():
+        a = s.user_attrs
+        final = a.get("final") or {}
+        if a.get("compose") and a.get("model") == model and a.get("device") == device \
+                and a.get("machine") == fingerprint and final.get("max_rel_error") == max_rel_error:
+            best = final["config"]
+    if best is not None:
+        validate(best)
+    return best
+
+
 def build_config(storage: optuna.storages.BaseStorage, model: str, device: str,
                  max_rel_error: float, fingerprint: str | None = None) -> dict[str, Any]:
     fingerprint = fingerprint or machine(device)["fingerprint"]
+    composed = composed_config(storage, model, device, fingerprint, max_rel_error)
+    if composed is not None:
+        return composed
     studies = matching_studies(storage, model, device, fingerprint)
     if not studies:
         raise UserError(f"no studies for model {model!r} on {device} (machine {fingerprint}) "

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -72,21 +72,36 @@ def time_interleaved(
     reference's at the count in force on entry; the switch happens outside the timed region,
     so neither side pays for the other's thread pool being resized.
     """
-    cand = _Rotating(candidate, cand_threads)
-    ref = _Rotating(reference, torch.get_num_threads())
-    for r in (cand, ref):  # warm-up: every copy once (allocations, packing, JIT) ...
+    stats = time_many({"cand": (candidate, cand_threads), "ref": (reference, 0)},
+                      budget_s, min_rounds, max_rounds)
+    return stats["cand"], stats["ref"]
+
+
+def time_many(
+    sides: Mapping[str, tuple[Sequence[Call], int]],
+    budget_s: float = 1.0,
+    min_rounds: int = 5,
+    max_rounds: int = 200,
+) -> dict[str, Stats]:
+    """Per-call time of each named side (its calls, one per weight copy, and its thread count;
+    0 = the count in force on entry), measured in rounds that visit every side once in a
+    rotating order, after a warm-up of every call."""
+    entry = torch.get_num_threads()
+    runs = {name: _Rotating(calls, threads or entry) for name, (calls, threads) in sides.items()}
+    for r in runs.values():  # warm-up: every copy once (allocations, packing, JIT) ...
         r.enter()
         for c in r.calls:
             c()
-    once = {r: max(r.sample(1), 1e-9) for r in (cand, ref)}  # ... and a first estimate
-    inner = {r: max(1, math.ceil(MIN_SAMPLE_S / t)) for r, t in once.items()}
-    times: dict[_Rotating, list[float]] = {cand: [], ref: []}
+    once = {name: max(r.sample(1), 1e-9) for name, r in runs.items()}  # ... and an estimate
+    inner = {name: max(1, math.ceil(MIN_SAMPLE_S / t)) for name, t in once.items()}
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    order = list(runs)
     deadline = time.perf_counter() + budget_s
     for rnd in range(max_rounds):
-        order = (cand, ref) if rnd % 2 else (ref, cand)  # alternate who goes first
-        for r in order:
-            times[r].append(r.sample(inner[r]))
+        shift = rnd % len(order)  # rotate who goes first, so drift hits every side alike
+        for name in order[shift:] + order[:shift]:
+            times[name].append(runs[name].sample(inner[name]))
         if rnd + 1 >= min_rounds and time.perf_counter() > deadline:
             break
-    ref.enter()  # leave the thread count as it was found
-    return Stats.of(times[cand]), Stats.of(times[ref])
+    torch.set_num_threads(entry)  # leave the thread count as it was found
+    return {name: Stats.of(t) for name, t in times.items()}

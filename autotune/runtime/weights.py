@@ -82,7 +82,7 @@ def random_weights(arch: BertArch, seed: int = 0) -> Tensors:
     return sd
 
 
-def _strip_prefix(sd: Mapping[str, torch.Tensor]) -> Tensors:
+def strip_prefix(sd: Mapping[str, torch.Tensor]) -> Tensors:
     """Checkpoints of head models keep the encoder under ``bert.`` (or another prefix)."""
     anchor = "embeddings.word_embeddings.weight"
     prefixes = [k[: -len(anchor)] for k in sd if k.endswith(anchor)]
@@ -96,7 +96,7 @@ def split_weights(sd: Mapping[str, torch.Tensor], arch: BertArch) -> tuple[
         Tensors, list[dict[str, Tensors]], Tensors]:
     """HF names → (embeddings, [per layer: kind → weights], pooler), float32, under the
     names each op kind's ``make_weights`` uses."""
-    w = _strip_prefix(sd)
+    w = strip_prefix(sd)
 
     def get(name: str) -> torch.Tensor:
         if name not in w:

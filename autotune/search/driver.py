@@ -48,6 +48,8 @@ class SearchOptions:
     trial_timeout: float = 120.0
     time_per_trial: float = 1.0
     top_k: int = 3
+    compose_trials: int = 10  # model-level study after the per-op ones (0: none)
+    lengths: str = "fixed"  # sequence-length mix the model-level study is judged on
     preload: tuple[str, ...] = ()  # extra variant modules for the worker (tests, plugins)
 
     @property
@@ -262,6 +264,31 @@ class Searcher:
                                          "cand_iqr_ms", "ref_ms", "ref_iqr_ms")}}
         study.set_user_attr("final", final)
         return final
+
+
+    def compose(self, outcomes: list[StudyOutcome], say: Callable[[str], None],
+                ) -> dict[str, Any] | None:
+        """The model-level study over the per-op studies' top configs (see ``compose``)."""
+        from autotune.search.compose import Composer, load_state, ranked_configs, run_composition
+
+        tol = self.opts.max_rel_error
+        candidates: dict[str, dict[Bucket, list[dict[str, Any]]]] = {}
+        for o in outcomes:
+            study = optuna.load_study(study_name=o.identity.name, storage=self.storage)
+            ranked = ranked_configs(study, tol, self.opts.top_k)
+            if not ranked:
+                say(f"no model-level study: {o.instance.kind} {o.instance.bucket.label} has "
+                    "no feasible config")
+                return None
+            candidates.setdefault(o.instance.kind, {})[o.instance.bucket] = ranked
+        state, source = load_state(self.resolved)
+        say(f"model-level study: {self.opts.compose_trials} compositions on {source}, "
+            f"lengths {self.opts.lengths}")
+        composer = Composer(self.resolved, state, candidates, self.opts.buckets,
+                            self.opts.lengths, tol, self.opts.device,
+                            seconds=2 * self.opts.time_per_trial)
+        return run_composition(self.storage, composer, self.opts.compose_trials,
+                               self.opts.seed, say)
 
 
 def _params_key(params: dict[str, Any]) -> str:

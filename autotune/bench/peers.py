@@ -1,0 +1,131 @@
+"""The contenders of a benchmark, each built from the same HF weights.
+
+A peer is a function of one batch returning (last_hidden_state, pooler_output) in float32.
+"""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+Batch = dict[str, torch.Tensor]
+RunFn = Callable[[Batch], tuple[torch.Tensor, torch.Tensor]]
+
+PEERS = ("eager", "sdpa", "compile", "compile-bf16", "onnxruntime", "onnxruntime-int8")
+
+
+@dataclass
+class Peer:
+    name: str
+    run: RunFn
+    note: str = ""
+    keep: list[object] = field(default_factory=list)  # what holds its weights alive
+
+
+class PeerUnavailable(Exception):
+    """The peer cannot run here (e.g. the optional ``peers`` extra is not installed)."""
+
+
+def _hf_run(model: Callable[..., Any]) -> RunFn:
+    def run(batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.inference_mode():
+            out = model(**batch)
+        return out.last_hidden_state.float(), out.pooler_output.float()
+
+    return run
+
+
+def hf_model(base: torch.nn.Module, attn: str, dtype: torch.dtype = torch.float32,
+             ) -> torch.nn.Module:
+    m: Any = copy.deepcopy(base).to(dtype).eval()
+    m.set_attn_implementation(attn)
+    return m
+
+
+def build_peer(name: str, base: torch.nn.Module, tmp: Path) -> Peer:
+    if name == "eager":
+        m = hf_model(base, "eager")
+        return Peer(name, _hf_run(m), "HF BertModel, eager attention, float32", [m])
+    if name == "sdpa":
+        m = hf_model(base, "sdpa")
+        return Peer(name, _hf_run(m), "HF BertModel, SDPA attention, float32", [m])
+    if name in ("compile", "compile-bf16"):
+        dtype = torch.bfloat16 if name == "compile-bf16" else torch.float32
+        m = hf_model(base, "sdpa", dtype)
+        compiled = torch.compile(m)
+        return Peer(name, _hf_run(compiled), f"torch.compile (inductor) of HF SDPA, {dtype}",
+                    [m, compiled])
+    if name in ("onnxruntime", "onnxruntime-int8"):
+        return _onnxruntime(name, base, tmp)
+    raise ValueError(f"unknown peer {name!r}")
+
+
+def _onnxruntime(name: str, base: torch.nn.Module, tmp: Path) -> Peer:
+    try:
+        import onnxruntime as ort
+        from onnxruntime.transformers import optimizer
+    except ImportError:
+        raise PeerUnavailable("onnxruntime is not installed (pip install 'autotune[peers]')"
+                              ) from None
+    cfg: Any = getattr(base, "config")  # noqa: B009  (a transformers PretrainedConfig)
+    fused = tmp / "bert-opt.onnx"
+    if not fused.exists():
+        raw = tmp / "bert.onnx"
+        dummy = (torch.ones(2, 16, dtype=torch.long),) * 3
+        axes = {0: "batch", 1: "seq"}
+        torch.onnx.export(
+            _Positional(hf_model(base, "eager")), dummy, str(raw),
+            input_names=["input_ids", "attention_mask", "token_type_ids"],
+            output_names=["last_hidden_state", "pooler_output"], opset_version=17,
+            dynamic_axes={k: axes for k in ("input_ids", "attention_mask", "token_type_ids",
+                                            "last_hidden_state")} | {"pooler_output": {0: "b"}},
+            dynamo=False)
+        opt = optimizer.optimize_model(str(raw), model_type="bert",
+                                       num_heads=cfg.num_attention_heads,
+                                       hidden_size=cfg.hidden_size)
+        opt.save_model_to_file(str(fused))
+    path, note = fused, "ONNX Runtime CPU, BERT fusions, float32"
+    if name == "onnxruntime-int8":
+        import onnx
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        path = tmp / "bert-opt-int8.onnx"
+        # Fused BERT nodes (com.microsoft domain) defeat shape inference: say what the
+        # MatMul outputs are instead of letting the quantizer guess.
+        quantize_dynamic(str(fused), str(path), weight_type=QuantType.QInt8,
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        note = "ONNX Runtime CPU, BERT fusions, dynamic int8"
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+    def run(batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        feeds = {k: v.numpy() for k, v in batch.items()}
+        hidden, pooled = sess.run(None, feeds)
+        return torch.from_numpy(hidden).float(), torch.from_numpy(pooled).float()
+
+    return Peer(name, run, note, [sess])
+
+
+class _Positional(torch.nn.Module):
+    """BertModel with the three inputs as positional arguments, for the ONNX exporter."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask,
+                         token_type_ids=token_type_ids)
+        return out.last_hidden_state, out.pooler_output
+
+
+def temp_dir() -> tempfile.TemporaryDirectory[str]:
+    return tempfile.TemporaryDirectory(prefix="autotune-bench-")

@@ -1,0 +1,197 @@
+"""Time the tuned model and its peers interleaved in one process, check each one's accuracy
+against float32 HF eager, measure memory, print a table, write JSON, store in the database."""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from autotune.bench.lengths import make_batch, parse_lengths
+from autotune.bench.memory import peak_mb, reset_peak, rss_mb
+from autotune.bench.peers import Peer, PeerUnavailable, build_peer, temp_dir
+from autotune.fingerprint import machine
+from autotune.measure.timing import time_many
+from autotune.models.bert import BertArch, Bucket, resolve_model
+from autotune.runtime.config import TunedConfig, check_fit, parse_config
+from autotune.runtime.model import TunedBert
+from autotune.runtime.weights import random_weights, read_checkpoint, strip_prefix
+
+
+@dataclass
+class BenchOptions:
+    model: str
+    config: Path
+    batch_sizes: tuple[int, ...] = (1, 8)
+    seq_lens: tuple[int, ...] = (128,)
+    lengths: str = "fixed"
+    against: tuple[str, ...] = ("eager", "sdpa", "compile", "compile-bf16", "onnxruntime",
+                                "onnxruntime-int8")
+    seconds: float = 10.0
+    storage: str | None = None
+    output: Path | None = None
+    seed: int = 0
+
+
+def base_model(arch: BertArch, folder: Path | None) -> tuple[torch.nn.Module, str]:
+    """HF BertModel (float32, eager attention) with the real weights when there are any."""
+    from transformers import BertConfig, BertModel
+
+    hf_config: Any = BertConfig(**arch.to_dict())
+    hf_config._attn_implementation = "eager"
+    hf = BertModel(hf_config).eval()
+    state = read_checkpoint(folder) if folder else None
+    source = "checkpoint"
+    if state is None:
+        state, source = random_weights(arch), "random weights"
+    missing, _ = hf.load_state_dict(strip_prefix(state), strict=False)
+    if [k for k in missing if "position_ids" not in k and not k.startswith("pooler")]:
+        raise ValueError(f"checkpoint is missing {missing[:3]}")
+    return hf, source
+
+
+def _accuracy(got: tuple[torch.Tensor, torch.Tensor], ref: tuple[torch.Tensor, torch.Tensor],
+              mask: torch.Tensor) -> tuple[float, float]:
+    keep = mask.bool()
+    diff = (got[0] - ref[0])[keep]
+    rel = float(diff.norm() / ref[0][keep].norm())
+    cos = float(torch.nn.functional.cosine_similarity(got[1], ref[1]).min())
+    return rel, cos
+
+
+def _build(name: str, hf: torch.nn.Module, cfg: TunedConfig, arch: BertArch, tmp: Path,
+           ) -> tuple[Peer, float | None]:
+    before = rss_mb()
+    if name == "tuned":
+        model = TunedBert(arch, dict(hf.state_dict()), cfg)
+
+        def run(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+            out = model(**batch)
+            return out.last_hidden_state, out.pooler_output
+
+        peer = Peer("tuned", run, f"autotune runtime, {Path(str(cfg.model_name)).name} config",
+                    [model])
+        model.prepare([(b.batch, b.seq) for c in cfg.ops.values() for b in
+                       {x.bucket for x in c}])
+    else:
+        peer = build_peer(name, hf, tmp)
+    after = rss_mb()
+    return peer, (after - before) if before is not None and after is not None else None
+
+
+def run_bench(opts: BenchOptions, console: Console) -> dict[str, Any]:
+    resolved = resolve_model(opts.model)
+    cfg = parse_config(opts.config)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_fit(cfg, resolved.arch)
+    for w in caught:
+        console.print(f"[yellow]note:[/] {w.message}")
+    lengths_desc, sampler = parse_lengths(opts.lengths)
+    hf, source = base_model(resolved.arch, resolved.path)
+    if source != "checkpoint":
+        console.print(f"[yellow]note:[/] no weights for {opts.model}: all contenders use the "
+                      "same random weights (timings are valid, accuracy is judged on them)")
+    peers: list[Peer] = []
+    weights_mb: dict[str, float | None] = {}
+    skipped: dict[str, str] = {}
+    with temp_dir() as tmp, warnings.catch_warnings():
+        # Exporters and quantizers are chatty; the table says what matters.
+        warnings.simplefilter("ignore")
+        logging.getLogger().setLevel(logging.ERROR)
+        for name in ("tuned", *opts.against):
+            try:
+                peer, mb = _build(name, hf, cfg, resolved.arch, Path(tmp))
+            except PeerUnavailable as e:
+                skipped[name] = str(e)
+                console.print(f"[yellow]skipped {name}:[/] {e}")
+                continue
+            except Exception as e:  # a peer that breaks must not take the others down
+                if name == "tuned":
+                    raise
+                skipped[name] = f"failed to build: {type(e).__name__}: {e}"[:300]
+                console.print(f"[red]skipped {name}:[/] {skipped[name]}")
+                continue
+            peers.append(peer)
+            weights_mb[name] = mb
+        rows = []
+        for b in opts.batch_sizes:
+            for s in opts.seq_lens:
+                rows += _bench_bucket(Bucket(b, s), peers, hf, resolved.arch, sampler,
+                                      opts, console, weights_mb)
+    result = {"model": resolved.name, "config": str(opts.config), "weights": source,
+              "lengths": lengths_desc, "machine": machine("cpu"), "torch": torch.__version__,
+              "rows": rows, "skipped": skipped,
+              "notes": {p.name: p.note for p in peers}}
+    _print_table(result, console)
+    out = opts.output or opts.config.with_suffix(".bench.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    console.print(f"wrote {out}")
+    if opts.storage:
+        from autotune.storage.bench import store_bench
+
+        store_bench(opts.storage, result)
+    return result
+
+
+def _bench_bucket(bucket: Bucket, peers: list[Peer], hf: torch.nn.Module, arch: BertArch,
+                  sampler: Any, opts: BenchOptions, console: Console,
+                  weights_mb: dict[str, float | None]) -> list[dict[str, Any]]:
+    batch = make_batch(bucket.batch, bucket.seq, arch.vocab_size, sampler, opts.seed)
+    with torch.inference_mode():
+        ref_out = hf(**batch)
+    ref = (ref_out.last_hidden_state.float(), ref_out.pooler_output.float())
+    acc: dict[str, tuple[float, float]] = {}
+    peak: dict[str, float | None] = {}
+    console.print(f"{bucket.label}: warming up {len(peers)} contenders "
+                  "(torch.compile compiles here)")
+    for p in peers:
+        p.run(batch)  # warm-up (compilation, first-call packing)
+        base = rss_mb()
+        reset_ok = reset_peak()
+        acc[p.name] = _accuracy(p.run(batch), ref, batch["attention_mask"])
+        top = peak_mb()
+        peak[p.name] = top - base if reset_ok and top is not None and base is not None \
+            else None
+    def call(p: Peer) -> Callable[[], object]:
+        return lambda: p.run(batch)
+
+    stats = time_many({p.name: ([call(p)], 0) for p in peers},
+                      budget_s=opts.seconds, min_rounds=5, max_rounds=1000)
+    tuned_ms = stats["tuned"].median_ms
+    return [{"bucket": bucket.label, "batch": bucket.batch, "seq": bucket.seq,
+             "peer": p.name, "median_ms": stats[p.name].median_ms,
+             "iqr_ms": stats[p.name].iqr_ms, "rounds": stats[p.name].n,
+             "speedup_of_tuned": stats[p.name].median_ms / tuned_ms,
+             "rel_error": acc[p.name][0], "min_pooler_cos": acc[p.name][1],
+             "weights_mb": weights_mb.get(p.name), "peak_mb": peak[p.name],
+             "real_tokens": int(batch["attention_mask"].sum())} for p in peers]
+
+
+def _print_table(result: dict[str, Any], console: Console) -> None:
+    table = Table(title=f"autotune bench: {result['model']} ({result['lengths']} lengths, "
+                        f"{result['weights']})")
+    for col in ("bucket", "contender", "median ms", "IQR", "it ÷ tuned", "rel err",
+                "min cos", "weights MB", "peak MB"):
+        table.add_column(col, justify="left" if col in ("bucket", "contender") else "right")
+
+    def mb(v: float | None) -> str:
+        return "-" if v is None else f"{v:.0f}"
+
+    for r in result["rows"]:
+        table.add_row(r["bucket"], r["peer"], f"{r['median_ms']:.2f}", f"{r['iqr_ms']:.2f}",
+                      "—" if r["peer"] == "tuned" else f"{r['speedup_of_tuned']:.2f}×",
+                      f"{r['rel_error']:.1e}", f"{r['min_pooler_cos']:.5f}",
+                      mb(r["weights_mb"]), mb(r["peak_mb"]))
+    console.print(table)
+    for name, why in result["skipped"].items():
+        console.print(f"skipped {name}: {why}")

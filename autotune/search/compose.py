@@ -1,0 +1,239 @@
+"""Model-level composition: per-op winners do not always compose (precision conversions
+between ops, cache effects, error that accumulates over layers). One more study picks, per op
+kind, one of its top-k feasible per-op configs, and the layout (padding multiple,
+padding-free execution); the objective is end-to-end latency on the workload and the
+constraint is end-to-end accuracy against the float32 HF model. If the best composition still
+breaks the bound, ops are stepped back toward higher precision until it holds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+import torch
+from optuna.trial import TrialState
+
+from autotune.bench.lengths import make_batch, parse_lengths
+from autotune.fingerprint import machine
+from autotune.measure.timing import time_many
+from autotune.models.bert import Bucket, ResolvedModel
+from autotune.runtime.config import config_dict, parse_config
+from autotune.runtime.model import TunedBert
+from autotune.search.samplers import make_sampler
+
+PAD_MULTIPLES = (1, 8, 32)
+PRECISION_RANK = {"int8": 0, "bfloat16": 1, "float32": 2}
+Candidates = dict[str, dict[Bucket, list[dict[str, Any]]]]  # kind -> bucket -> ranked configs
+
+
+def precision_of(params: dict[str, Any]) -> str:
+    if params.get("variant") == "int8_dynamic":
+        return "int8"
+    return str(params.get("precision", "float32"))
+
+
+def ranked_configs(study: optuna.Study, tol: float, k: int) -> list[dict[str, Any]]:
+    """Feasible distinct configs of a per-op study, best first (the re-measured winner
+    leads), each as {params, cand_ms, ref_ms, rel_error}; at most ``k`` plus the fastest
+    config of each higher precision, so that stepping back always has somewhere to go."""
+    out: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    final = study.user_attrs.get("final")
+    rows = [final] if final and final.get("max_rel_error") == tol else []
+    for t in sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
+                    key=lambda t: t.value if t.value is not None else float("inf")):
+        a = t.user_attrs
+        if a.get("status") == "ok" and a.get("rel_error", 1e9) <= tol:
+            rows.append({"params": t.params, **{f: a.get(f) for f in (
+                "cand_ms", "cand_iqr_ms", "ref_ms", "ref_iqr_ms", "rel_error")}})
+    best_per_precision: set[str] = set()
+    for r in rows:
+        key = json.dumps(r["params"], sort_keys=True)
+        if key in seen:
+            continue
+        prec = precision_of(r["params"])
+        if len(out) < k or prec not in best_per_precision:
+            out.append(r)
+            seen.add(key)
+            best_per_precision.add(prec)
+    return out
+
+
+@dataclass
+class Composition:
+    choice: dict[str, int]  # kind -> index into its ranked configs
+    pad_to_multiple: int
+    varlen: bool
+
+
+class Composer:
+    """Builds, checks and times whole-model compositions of per-op configs."""
+
+    def __init__(self, resolved: ResolvedModel, state: dict[str, torch.Tensor],
+                 candidates: Candidates, buckets: list[Bucket], lengths: str, tol: float,
+                 device: str = "cpu", seconds: float = 1.0) -> None:
+        from autotune.bench.run import base_model
+
+        self.resolved, self.arch, self.state = resolved, resolved.arch, state
+        self.candidates, self.buckets, self.tol = candidates, buckets, tol
+        self.device, self.seconds = device, seconds
+        self.lengths_desc, sampler = parse_lengths(lengths)
+        self.batches = [make_batch(b.batch, b.seq, self.arch.vocab_size, sampler, seed=i)
+                        for i, b in enumerate(buckets)]
+        hf, _ = base_model(self.arch, None)
+        hf.load_state_dict(state, strict=False)
+        with torch.inference_mode():
+            self.refs = [hf(**batch) for batch in self.batches]
+        self.anchor = self.model(Composition({k: 0 for k in candidates}, 1, False))
+
+    def entry(self, kind: str, bucket: Bucket, index: int) -> dict[str, Any]:
+        ranked = self.candidates[kind][bucket]
+        return ranked[min(index, len(ranked) - 1)]
+
+    def config(self, comp: Composition) -> dict[str, Any]:
+        ops: dict[str, list[dict[str, Any]]] = {}
+        for kind in self.candidates:
+            for bucket in self.buckets:
+                e = self.entry(kind, bucket, comp.choice[kind])
+                params = dict(e["params"])
+                ops.setdefault(kind, []).append({
+                    "bucket": {"batch": bucket.batch, "seq": bucket.seq},
+                    "variant": params.pop("variant"), "params": params,
+                    "latency_ms": e["cand_ms"], "latency_iqr_ms": e["cand_iqr_ms"],
+                    "baseline_ms": e["ref_ms"], "rel_error": e["rel_error"]})
+        return config_dict(self.resolved.name, self.arch, self.device, self.tol, ops,
+                           comp.pad_to_multiple, comp.varlen)
+
+    def model(self, comp: Composition) -> TunedBert:
+        m = TunedBert(self.arch, self.state, parse_config(self.config(comp)))
+        m.prepare([(b.batch, b.seq) for b in self.buckets])
+        return m
+
+    def accuracy(self, model: TunedBert) -> tuple[float, float]:
+        """Worst relative error of last_hidden_state (real tokens) and worst pooler cosine."""
+        worst_rel, worst_cos = 0.0, 1.0
+        for batch, ref in zip(self.batches, self.refs, strict=True):
+            out = model(**batch)
+            keep = batch["attention_mask"].bool()
+            rel = float((out.last_hidden_state - ref.last_hidden_state)[keep].norm()
+                        / ref.last_hidden_state[keep].norm())
+            cos = float(torch.nn.functional.cosine_similarity(
+                out.pooler_output, ref.pooler_output).min())
+            worst_rel, worst_cos = max(worst_rel, rel), min(worst_cos, cos)
+        return worst_rel, worst_cos
+
+    def violation(self, rel: float, cos: float) -> float:
+        return max(rel, 1.0 - cos) - self.tol
+
+    def evaluate(self, comp: Composition) -> dict[str, Any]:
+        model = self.model(comp)
+        rel, cos = self.accuracy(model)  # also the warm-up (compilation, packing)
+
+        def run_all(m: TunedBert) -> Callable[[], object]:
+            return lambda: [m(**b) for b in self.batches]
+
+        stats = time_many({"cand": ([run_all(model)], 0), "anchor": ([run_all(self.anchor)], 0)},
+                          budget_s=self.seconds, min_rounds=3, max_rounds=50)
+        return {"ratio": stats["cand"].median_ms / stats["anchor"].median_ms,
+                "ms": stats["cand"].median_ms, "anchor_ms": stats["anchor"].median_ms,
+                "rel_error": rel, "pooler_cos": cos}
+
+    def step_back(self, comp: Composition) -> Composition:
+        """The lowest-precision op (largest per-op error first) moves to its best config of
+        the next higher precision."""
+        def prec(kind: str) -> int:
+            return min(PRECISION_RANK[precision_of(self.entry(kind, b, comp.choice[kind])
+                                                   ["params"])] for b in self.buckets)
+
+        movable = [k for k in self.candidates if prec(k) < PRECISION_RANK["float32"]]
+        if not movable:
+            raise RuntimeError("every op already runs in float32")
+        kind = min(movable, key=lambda k: (prec(k), -max(
+            self.entry(k, b, comp.choice[k])["rel_error"] for b in self.buckets)))
+        ranked = self.candidates[kind][self.buckets[0]]
+        higher = [i for i, e in enumerate(ranked)
+                  if PRECISION_RANK[precision_of(e["params"])] > prec(kind)]
+        return Composition({**comp.choice, kind: higher[0]}, comp.pad_to_multiple, comp.varlen)
+
+
+def compose_identity(resolved: ResolvedModel, buckets: list[Bucket], lengths: str,
+                     device: str) -> tuple[str, dict[str, Any]]:
+    fields = {"arch_hash": resolved.arch.hash, "buckets": [[b.batch, b.seq] for b in buckets],
+              "lengths": lengths, "device": device, "machine": machine(device)["fingerprint"],
+              "torch": torch.__version__}
+    key = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+    label = "+".join(b.label for b in buckets)
+    return f"{resolved.name}:compose:{label}:{device}:{key[:12]}", fields
+
+
+def run_composition(storage: optuna.storages.BaseStorage, composer: Composer, trials: int,
+                    seed: int | None, progress: Callable[[str], None]) -> dict[str, Any]:
+    """Search compositions, step back if needed, store and return the winner."""
+    name, fields = compose_identity(composer.resolved, composer.buckets,
+                                    composer.lengths_desc, composer.device)
+    study = optuna.create_study(study_name=name, storage=storage, direction="minimize",
+                                sampler=make_sampler("tpe", seed, trials), load_if_exists=True)
+    for k, v in {"autotune": 1, "compose": True, "model": composer.resolved.name,
+                 "device": composer.device, **fields}.items():
+        study.set_user_attr(k, v)
+    if not study.trials:  # the per-op winners with the plain layout first
+        study.enqueue_trial({f"choice.{k}": 0 for k in composer.candidates}
+                            | {"layout.pad_to_multiple": 1, "layout.varlen": False})
+    done = sum(1 for t in study.trials if t.state == TrialState.COMPLETE)
+    for _ in range(max(0, trials - done)):
+        trial = study.ask()
+        comp = Composition(
+            {k: trial.suggest_int(f"choice.{k}", 0, len(composer.candidates[k][
+                composer.buckets[0]]) - 1) for k in composer.candidates},
+            int(trial.suggest_categorical("layout.pad_to_multiple", list(PAD_MULTIPLES))),
+            bool(trial.suggest_categorical("layout.varlen", [False, True])))
+        res = composer.evaluate(comp)
+        for k, v in res.items():
+            trial.set_user_attr(k, v)
+        trial.set_constraint("e2e_error", composer.violation(res["rel_error"],
+                                                             res["pooler_cos"]))
+        study.tell(trial, res["ratio"])
+        progress(f"composition {len(study.trials)}: {res['ms']:.1f} ms "
+                 f"({res['ratio']:.2f}× the per-op winners), error {res['rel_error']:.1e}")
+    feasible = [t for t in study.trials if t.state == TrialState.COMPLETE
+                and composer.violation(t.user_attrs["rel_error"], t.user_attrs["pooler_cos"]) <= 0]
+    if feasible:
+        best = min(feasible, key=lambda t: t.value or float("inf"))
+        comp = _comp_of(best.params, composer)
+        res = dict(best.user_attrs)
+        steps = 0
+    else:
+        ranked = sorted((t for t in study.trials if t.state == TrialState.COMPLETE),
+                        key=lambda t: t.value or float("inf"))
+        comp, steps = _comp_of(ranked[0].params, composer), 0
+        res = composer.evaluate(comp)
+        while composer.violation(res["rel_error"], res["pooler_cos"]) > 0:
+            comp, steps = composer.step_back(comp), steps + 1
+            res = composer.evaluate(comp)
+            progress(f"stepped back to higher precision ({steps}): error {res['rel_error']:.1e}")
+    final = {"choice": comp.choice, "pad_to_multiple": comp.pad_to_multiple,
+             "varlen": comp.varlen, "stepped_back": steps, "max_rel_error": composer.tol,
+             "config": composer.config(comp), **{k: res[k] for k in (
+                 "ms", "anchor_ms", "rel_error", "pooler_cos")}}
+    study.set_user_attr("final", final)
+    return final
+
+
+def _comp_of(params: dict[str, Any], composer: Composer) -> Composition:
+    return Composition({k: int(params[f"choice.{k}"]) for k in composer.candidates},
+                       int(params["layout.pad_to_multiple"]), bool(params["layout.varlen"]))
+
+
+def load_state(resolved: ResolvedModel) -> tuple[dict[str, torch.Tensor], str]:
+    from autotune.runtime.weights import random_weights, read_checkpoint, strip_prefix
+
+    state = read_checkpoint(resolved.path) if resolved.path else None
+    if state is None:
+        return random_weights(resolved.arch), "random weights"
+    return strip_prefix(state), "checkpoint"
+
