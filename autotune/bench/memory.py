@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import gc
 from pathlib import Path
 
@@ -16,8 +17,17 @@ def _status(field: str) -> float | None:
     return None
 
 
+def _trim() -> None:
+    """Hand freed heap pages back to the kernel, so that RSS counts what is still used."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def rss_mb() -> float | None:
     gc.collect()
+    _trim()
     return _status("VmRSS")
 
 

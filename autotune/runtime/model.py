@@ -168,7 +168,8 @@ class TunedBert(torch.nn.Module):
             full[real] = h[0]
             h = full.view(batch, padded, -1)
         pooled = self._run1("pooler", 0, batch, padded, {"hidden": h})
-        return BertOutput(h[:, :seq].float(), pooled.float())
+        h = h[:, :seq] if padded >= seq else torch.nn.functional.pad(h, (0, 0, 0, seq - padded))
+        return BertOutput(h.float(), pooled.float())
 
     def _pad(self, t: torch.Tensor, length: int) -> torch.Tensor:
         if t.shape[1] == length:

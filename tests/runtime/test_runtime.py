@@ -77,6 +77,7 @@ def test_layouts_match_on_real_tokens(layout: dict) -> None:
     hf = _hf()
     inputs = _inputs(batch=4, seq=13)
     inputs["attention_mask"][2, 3:] = 0
+    inputs["attention_mask"][:, 11:] = 0  # trailing padding in every sequence
     with torch.no_grad():
         ref = hf(**inputs)
     cfg = make_config(TINY, choices(F32_GEMM, "float32"), [(1, 16), (4, 16)], **layout)

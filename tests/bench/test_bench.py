@@ -1,0 +1,80 @@
+"""autotune bench on a tiny BERT: every contender runs, is judged, and is stored."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from rich.console import Console
+from sqlalchemy import create_engine, text
+
+from autotune.bench.lengths import make_batch, parse_lengths
+from autotune.bench.run import BenchOptions, run_bench
+from autotune.errors import UserError
+from tests.conftest import TINY
+from tests.runtime.helpers import BF16_GEMM, choices, make_config
+
+
+@pytest.fixture
+def config_file(tmp_path: Path, tiny_model_dir: Path) -> Path:
+    cfg = make_config(TINY, choices(BF16_GEMM, "bfloat16"), [(1, 16), (2, 16)],
+                      name="tiny-bert", varlen=True)
+    path = tmp_path / "tuned.json"
+    path.write_text(json.dumps(cfg))
+    return path
+
+
+def _bench(tiny_model_dir: Path, config_file: Path, tmp_path: Path, against: tuple[str, ...],
+           ) -> tuple[dict, str]:
+    buf = io.StringIO()
+    opts = BenchOptions(str(tiny_model_dir), config_file, (2,), (16,), "4..16", against, 0.2,
+                        f"sqlite:///{tmp_path / 'b.sqlite3'}", tmp_path / "bench.json")
+    result = run_bench(opts, Console(file=buf, width=200))
+    return result, buf.getvalue()
+
+
+def test_bench_runs_every_contender_and_stores_results(tiny_model_dir: Path, config_file: Path,
+                                                       tmp_path: Path) -> None:
+    against = ("eager", "sdpa", "compile", "onnxruntime", "onnxruntime-int8")
+    result, log = _bench(tiny_model_dir, config_file, tmp_path, against)
+    rows = {r["peer"]: r for r in result["rows"]}
+    assert set(rows) == {"tuned", *against}
+    assert rows["eager"]["rel_error"] == 0.0  # the reference itself
+    assert rows["sdpa"]["rel_error"] < 1e-5 and rows["onnxruntime"]["rel_error"] < 1e-4
+    assert rows["tuned"]["rel_error"] < 0.02  # bfloat16 config
+    for r in rows.values():
+        assert r["median_ms"] > 0 and r["rounds"] >= 5 and r["min_pooler_cos"] > 0.99
+        assert r["speedup_of_tuned"] == pytest.approx(r["median_ms"] / rows["tuned"]["median_ms"])
+    assert json.loads((tmp_path / "bench.json").read_text())["rows"]
+    with create_engine(f"sqlite:///{tmp_path / 'b.sqlite3'}").connect() as c:
+        assert c.execute(text("select count(*) from autotune_bench_v1")).scalar_one() == 6
+    assert "it ÷ tuned" in log
+
+
+def test_bench_without_the_peers_extra(tiny_model_dir: Path, config_file: Path, tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails as if not installed
+    result, log = _bench(tiny_model_dir, config_file, tmp_path, ("eager", "onnxruntime"))
+    assert {r["peer"] for r in result["rows"]} == {"tuned", "eager"}
+    assert "onnxruntime is not installed" in result["skipped"]["onnxruntime"]
+    assert "skipped onnxruntime" in log
+
+
+def test_lengths_specs(tmp_path: Path) -> None:
+    g = torch.Generator().manual_seed(0)
+    assert parse_lengths("fixed")[1](3, 10, g).tolist() == [10, 10, 10]
+    lens = parse_lengths("16..128")[1](500, 128, g)
+    assert lens.min() >= 16 and lens.max() <= 128
+    f = tmp_path / "lengths.txt"
+    f.write_text("5\n7\n300\n")
+    assert set(parse_lengths(str(f))[1](100, 64, g).tolist()) <= {5, 7, 64}
+    for bad in ("0..5", "9..3", "abc"):
+        with pytest.raises(UserError):
+            parse_lengths(bad)
+    batch = make_batch(4, 12, TINY.vocab_size, parse_lengths("3..12")[1])
+    assert (batch["attention_mask"].sum(1) >= 3).all()
+    assert (batch["input_ids"][batch["attention_mask"] == 0] == 0).all()

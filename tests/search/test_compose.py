@@ -1,0 +1,63 @@
+"""The model-level study: runs after the per-op studies, is exported, steps back precision."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+from rich.console import Console
+
+from autotune.cli import run_search
+from autotune.models.bert import Bucket
+from autotune.search.compose import Composer, Composition, precision_of
+from autotune.search.driver import SearchOptions
+from autotune.settings import DEFAULT_SPACES_DIR
+
+
+def test_search_composes_and_exports_the_composition(tmp_path: Path,
+                                                     tiny_model_dir: Path) -> None:
+    opts = SearchOptions(model=str(tiny_model_dir), batch_sizes=(2,), seq_lens=(16,), trials=3,
+                         time_per_trial=0.01, storage=f"sqlite:///{tmp_path / 'at.sqlite3'}",
+                         spaces_dir=DEFAULT_SPACES_DIR, compose_trials=3, lengths="4..16")
+    buf = io.StringIO()
+    assert run_search(opts, tmp_path / "tuned.json", Console(file=buf, width=200)) == 0
+    storage = optuna.storages.RDBStorage(opts.storage)
+    (compose,) = [s for s in storage.get_all_studies() if s.user_attrs.get("compose")]
+    final = compose.user_attrs["final"]
+    assert final["rel_error"] <= 0.02 and final["ms"] > 0
+    config = json.loads((tmp_path / "tuned.json").read_text())
+    assert config["layout"] == {"pad_to_multiple": final["pad_to_multiple"],
+                                "varlen": final["varlen"]}
+    assert "model-level study" in buf.getvalue()
+
+
+def _entry(params: dict, err: float) -> dict:
+    return {"params": params, "cand_ms": 1.0, "cand_iqr_ms": 0.1, "ref_ms": 2.0,
+            "ref_iqr_ms": 0.1, "rel_error": err}
+
+
+def test_step_back_moves_the_least_precise_op_up() -> None:
+    b = Bucket(1, 8)
+    int8 = {"variant": "int8_dynamic", "qengine": "x86"}
+    bf16 = {"variant": "dense", "precision": "bfloat16"}
+    fp32 = {"variant": "dense", "precision": "float32"}
+    composer = Composer.__new__(Composer)
+    composer.buckets = [b]
+    composer.candidates = {
+        "ffn_up": {b: [_entry(int8, 0.015), _entry(bf16, 0.003), _entry(fp32, 0.0)]},
+        "attention": {b: [_entry(bf16, 0.004), _entry(fp32, 0.0)]},
+    }
+    comp = Composition({"ffn_up": 0, "attention": 0}, 1, False)
+    seen = []
+    for _ in range(3):
+        comp = composer.step_back(comp)
+        seen.append({k: precision_of(composer.entry(k, b, i)["params"])
+                     for k, i in comp.choice.items()})
+    assert seen == [{"ffn_up": "bfloat16", "attention": "bfloat16"},
+                    {"ffn_up": "bfloat16", "attention": "float32"},
+                    {"ffn_up": "float32", "attention": "float32"}]
+    with pytest.raises(RuntimeError, match="already runs in float32"):
+        composer.step_back(comp)
