@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 from pathlib import Path
@@ -19,10 +20,8 @@ def _status(field: str) -> float | None:
 
 def _trim() -> None:
     """Hand freed heap pages back to the kernel, so that RSS counts what is still used."""
-    try:
+    with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def rss_mb() -> float | None:
