@@ -103,6 +103,9 @@ def _onnxruntime(name: str, base: torch.nn.Module, tmp: Path) -> Peer:
         note = "ONNX Runtime CPU, BERT fusions, dynamic int8"
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # ORT's threads spin after each run by default, stealing the cores from whichever
+    # contender runs next in the interleaved rounds; the tuned model's threads do not.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
     def run(batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:

@@ -162,10 +162,11 @@ class Composer:
 
 
 def compose_identity(resolved: ResolvedModel, buckets: list[Bucket], lengths: str,
-                     device: str) -> tuple[str, dict[str, Any]]:
+                     device: str, tol: float) -> tuple[str, dict[str, Any]]:
+    """The candidates (feasible per-op configs) depend on the tolerance: it is in the key."""
     fields = {"arch_hash": resolved.arch.hash, "buckets": [[b.batch, b.seq] for b in buckets],
               "lengths": lengths, "device": device, "machine": machine(device)["fingerprint"],
-              "torch": torch.__version__}
+              "torch": torch.__version__, "max_rel_error": tol}
     key = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
     label = "+".join(b.label for b in buckets)
     return f"{resolved.name}:compose:{label}:{device}:{key[:12]}", fields
@@ -175,7 +176,7 @@ def run_composition(storage: optuna.storages.BaseStorage, composer: Composer, tr
                     seed: int | None, progress: Callable[[str], None]) -> dict[str, Any]:
     """Search compositions, step back if needed, store and return the winner."""
     name, fields = compose_identity(composer.resolved, composer.buckets,
-                                    composer.lengths_desc, composer.device)
+                                    composer.lengths_desc, composer.device, composer.tol)
     study = optuna.create_study(study_name=name, storage=storage, direction="minimize",
                                 sampler=make_sampler("tpe", seed, trials), load_if_exists=True)
     for k, v in {"autotune": 1, "compose": True, "model": composer.resolved.name,

@@ -17,7 +17,7 @@ from tests.conftest import TINY
 # --max-rel-error; these bounds only catch variants that are broken, not merely imprecise.
 TOLERANCE = {"float32": 1e-5, "bfloat16": 2e-2, "int8_dynamic": 6e-2}
 SPACES = load_spaces(DEFAULT_SPACES_DIR, "cpu")
-BUCKETS = [Bucket(1, 8), Bucket(3, 17)]  # 3×17 rows: not a multiple of any row block
+BUCKETS = [Bucket(1, 8), Bucket(3, 17), Bucket(2, 40)]  # 51 and 80 rows: no multiple of a block
 
 
 def _configs(kind: str, bucket: Bucket) -> list[dict]:

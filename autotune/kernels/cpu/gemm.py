@@ -63,7 +63,13 @@ def _dense_2d(
         wt = w.t().contiguous()  # (K, N): the other weight orientation
         if b is None:
             return lambda x, o: _epilogue(x @ wt, epilogue, o)
-        return lambda x, o: _epilogue(torch.addmm(b, x, wt), epilogue, o)
+
+        def addmm(x: torch.Tensor, o: torch.Tensor | None) -> torch.Tensor:
+            return _epilogue(torch.addmm(b, x, wt), epilogue, o)
+
+        # Row blocks can be written straight into one output (no concatenation).
+        addmm.into = lambda x, out: torch.addmm(b, x, wt, out=out)  # type: ignore[attr-defined]
+        return addmm
     if impl == "mkl_packed":
         if dtype != torch.float32:
             raise ValueError("mkl_packed supports float32 only")
@@ -143,11 +149,14 @@ def make_linear(
     if fuse_epilogue and impl != "onednn_packed":
         raise ValueError("a fused epilogue needs impl=onednn_packed")
     chunk = row_block if 0 < row_block < rows else rows
+    into: Callable[[torch.Tensor, torch.Tensor], None] | None = None
     if precision == "int8_dynamic":
         core = _int8_dynamic_2d(weight, bias, qengine, per_channel, reduce_range, epilogue)
     elif precision in ("float32", "bfloat16"):
         dtype = torch.float32 if precision == "float32" else torch.bfloat16
         core = _dense_2d(weight, bias, impl, dtype, chunk, epilogue, fuse_epilogue)
+        if impl == "aten_t" and bias is not None:
+            into = core.into  # type: ignore[attr-defined]
     else:
         raise ValueError(f"unknown precision {precision!r}")
     n, k = weight.shape
@@ -164,6 +173,11 @@ def make_linear(
         m = x2.shape[0]
         if chunk >= m:
             y = core(x2, o2)
+        elif into is not None:  # row blocks written in place: no concatenation pass
+            y = x2.new_empty(m, n)
+            for i in range(0, m, chunk):
+                into(x2[i:i + chunk], y[i:i + chunk])
+            y = _epilogue(y, epilogue, o2)
         else:
             y = torch.cat([
                 core(x2[i:i + chunk], None if o2 is None else o2[i:i + chunk])
