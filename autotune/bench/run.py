@@ -166,7 +166,7 @@ def _bench_bucket(bucket: Bucket, peers: list[Peer], hf: torch.nn.Module, arch: 
         return lambda: p.run(batch)
 
     stats = time_many({p.name: ([call(p)], 0) for p in peers},
-                      budget_s=opts.seconds, min_rounds=5, max_rounds=1000)
+                      budget_s=opts.seconds, min_rounds=5, max_rounds=1000, settle=1)
     tuned_ms = stats["tuned"].median_ms
     return [{"bucket": bucket.label, "batch": bucket.batch, "seq": bucket.seq,
              "peer": p.name, "median_ms": stats[p.name].median_ms,

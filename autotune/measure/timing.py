@@ -48,8 +48,10 @@ class _Rotating:
             torch.set_num_threads(self.threads)
             self.calls[0]()
 
-    def sample(self, inner: int) -> float:
+    def sample(self, inner: int, settle: int = 0) -> float:
         self.enter()
+        for _ in range(settle):  # untimed: let this side's thread pool and caches wake up
+            self.calls[self.i % len(self.calls)]()
         n = len(self.calls)
         start = time.perf_counter()
         for _ in range(inner):
@@ -82,10 +84,14 @@ def time_many(
     budget_s: float = 1.0,
     min_rounds: int = 5,
     max_rounds: int = 200,
+    settle: int = 0,
 ) -> dict[str, Stats]:
     """Per-call time of each named side (its calls, one per weight copy, and its thread count;
     0 = the count in force on entry), measured in rounds that visit every side once in a
-    rotating order, after a warm-up of every call."""
+    rotating order, after a warm-up of every call.
+
+    ``settle`` untimed calls start each sample: contenders with thread pools of their own
+    (ONNX Runtime, inductor's OpenMP) otherwise charge their wake-up to whoever runs next."""
     entry = torch.get_num_threads()
     runs = {name: _Rotating(calls, threads or entry) for name, (calls, threads) in sides.items()}
     for r in runs.values():  # warm-up: every copy once (allocations, packing, JIT) ...
@@ -100,7 +106,7 @@ def time_many(
     for rnd in range(max_rounds):
         shift = rnd % len(order)  # rotate who goes first, so drift hits every side alike
         for name in order[shift:] + order[:shift]:
-            times[name].append(runs[name].sample(inner[name]))
+            times[name].append(runs[name].sample(inner[name], settle))
         if rnd + 1 >= min_rounds and time.perf_counter() > deadline:
             break
     torch.set_num_threads(entry)  # leave the thread count as it was found

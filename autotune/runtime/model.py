@@ -32,7 +32,8 @@ _UNSUPPORTED = ("inputs_embeds", "head_mask", "encoder_hidden_states", "past_key
 class BertOutput:
     """Like HF's ``BaseModelOutputWithPooling``: attributes, keys and tuple indexing."""
 
-    def __init__(self, last_hidden_state: torch.Tensor, pooler_output: torch.Tensor) -> None:
+    def __init__(self, last_hidden_state: torch.Tensor,
+                 pooler_output: torch.Tensor | None) -> None:
         self.last_hidden_state = last_hidden_state
         self.pooler_output = pooler_output
         self.hidden_states = None
@@ -40,11 +41,13 @@ class BertOutput:
         self.past_key_values = None
         self.cross_attentions = None
 
-    def to_tuple(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def to_tuple(self) -> tuple[torch.Tensor, ...]:
+        if self.pooler_output is None:  # as HF: None fields are left out
+            return (self.last_hidden_state,)
         return (self.last_hidden_state, self.pooler_output)
 
     def keys(self) -> list[str]:
-        return ["last_hidden_state", "pooler_output"]
+        return ["last_hidden_state", "pooler_output"][: len(self.to_tuple())]
 
     def __getitem__(self, key: int | slice | str) -> Any:
         if isinstance(key, str):
@@ -55,7 +58,7 @@ class BertOutput:
         return iter(self.to_tuple())
 
     def __len__(self) -> int:
-        return 2
+        return len(self.to_tuple())
 
 
 def _covers(kind: str, b: Bucket, batch: int, seq: int) -> bool:
@@ -87,6 +90,7 @@ class TunedBert(torch.nn.Module):
         if kind == "embeddings":
             return self.emb_w
         if kind == "pooler":
+            assert self.pool_w is not None
             return self.pool_w
         return self.layer_w[layer][kind]
 
@@ -126,7 +130,9 @@ class TunedBert(torch.nn.Module):
     def prepare(self, shapes: list[tuple[int, int]]) -> None:
         """Build every op for these (batch, seq) shapes now rather than on first use."""
         for batch, seq in shapes:
-            for kind in ("embeddings", "attention", *TOKEN_WISE, "pooler"):
+            kinds = ("embeddings", "attention", *TOKEN_WISE,
+                     *(("pooler",) if self.pool_w is not None else ()))
+            for kind in kinds:
                 layers = range(self.arch.num_hidden_layers) if kind in TOKEN_WISE or \
                     kind == "attention" else range(1)
                 for layer in layers:
@@ -167,9 +173,10 @@ class TunedBert(torch.nn.Module):
             full = h.new_zeros(batch * padded, h.shape[-1])
             full[real] = h[0]
             h = full.view(batch, padded, -1)
-        pooled = self._run1("pooler", 0, batch, padded, {"hidden": h})
+        pooled = None if self.pool_w is None else \
+            self._run1("pooler", 0, batch, padded, {"hidden": h}).float()
         h = h[:, :seq] if padded >= seq else torch.nn.functional.pad(h, (0, 0, 0, seq - padded))
-        return BertOutput(h.float(), pooled.float())
+        return BertOutput(h.float(), pooled)
 
     def _pad(self, t: torch.Tensor, length: int) -> torch.Tensor:
         if t.shape[1] == length:

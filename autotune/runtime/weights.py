@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import struct
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -93,9 +92,9 @@ def strip_prefix(sd: Mapping[str, torch.Tensor]) -> Tensors:
 
 
 def split_weights(sd: Mapping[str, torch.Tensor], arch: BertArch) -> tuple[
-        Tensors, list[dict[str, Tensors]], Tensors]:
-    """HF names → (embeddings, [per layer: kind → weights], pooler), float32, under the
-    names each op kind's ``make_weights`` uses."""
+        Tensors, list[dict[str, Tensors]], Tensors | None]:
+    """HF names → (embeddings, [per layer: kind → weights], pooler or None), float32, under
+    the names each op kind's ``make_weights`` uses."""
     w = strip_prefix(sd)
 
     def get(name: str) -> torch.Tensor:
@@ -127,11 +126,7 @@ def split_weights(sd: Mapping[str, torch.Tensor], arch: BertArch) -> tuple[
                          "ln_weight": get(f"{p}output.LayerNorm.weight"),
                          "ln_bias": get(f"{p}output.LayerNorm.bias")},
         })
+    pool = None  # models built without a pooler (e.g. BertForMaskedLM) have none
     if "pooler.dense.weight" in w:
         pool = {"weight": get("pooler.dense.weight"), "bias": get("pooler.dense.bias")}
-    else:  # some checkpoints (e.g. sentence encoders) ship without a pooler
-        warnings.warn("checkpoint has no pooler; pooler_output uses random weights",
-                      stacklevel=2)
-        rnd = random_weights(arch)
-        pool = {"weight": rnd["pooler.dense.weight"], "bias": rnd["pooler.dense.bias"]}
     return emb, layers, pool

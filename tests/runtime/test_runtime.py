@@ -89,6 +89,20 @@ def test_layouts_match_on_real_tokens(layout: dict) -> None:
     assert torch.allclose(out.pooler_output, ref.pooler_output, atol=1e-5)
 
 
+def test_masked_lm_without_pooler() -> None:
+    from transformers import BertForMaskedLM
+
+    torch.manual_seed(0)
+    model = BertForMaskedLM(HF_CONFIG).eval()
+    inputs = _inputs()
+    with torch.no_grad():
+        ref = model(**inputs).logits
+    autotune.apply(model, make_config(TINY, choices(F32_GEMM, "float32"), [(4, 16)]))
+    with torch.no_grad():
+        out = model(**inputs).logits
+    assert torch.allclose(out, ref, atol=1e-4)
+
+
 def test_position_ids_are_honoured() -> None:
     hf = _hf()
     inputs = _inputs()
