@@ -54,15 +54,17 @@ class TunedConfig:
     max_rel_error: float
     pad_to_multiple: int
     varlen: bool
+    threads: int  # > 0: every op runs on this many threads (switching per op costs)
     ops: dict[str, tuple[Choice, ...]]
     raw: dict[str, Any]
 
 
 def config_dict(model_name: str, arch: BertArch, device: str, max_rel_error: float,
                 ops: dict[str, list[dict[str, Any]]], pad_to_multiple: int = 1,
-                varlen: bool = False) -> dict[str, Any]:
+                varlen: bool = False, threads: int = 0) -> dict[str, Any]:
     """A TunedConfig as JSON-ready data; ``ops`` maps kind → entries with ``bucket``,
-    ``variant``, ``params``, ``latency_ms``, ``baseline_ms`` and ``rel_error``."""
+    ``variant``, ``params``, ``latency_ms``, ``baseline_ms`` and ``rel_error``. ``threads``
+    > 0 runs every op on that many threads (0: each op's own choice)."""
     from datetime import UTC, datetime
 
     from autotune.fingerprint import software
@@ -76,7 +78,7 @@ def config_dict(model_name: str, arch: BertArch, device: str, max_rel_error: flo
         "machine": machine(device),
         "software": software(device),
         "tolerance": {"max_rel_error": max_rel_error},
-        "layout": {"pad_to_multiple": pad_to_multiple, "varlen": varlen},
+        "layout": {"pad_to_multiple": pad_to_multiple, "varlen": varlen, "threads": threads},
         "ops": {k: ops[k] for k in OP_KINDS if k in ops},
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
@@ -154,7 +156,7 @@ def parse_config(source: str | Path | dict[str, Any]) -> TunedConfig:
                                                           c.bucket.batch)))
     return TunedConfig(data["model"]["name"], arch, device, data["machine"], data["software"],
                        data["tolerance"]["max_rel_error"], data["layout"]["pad_to_multiple"],
-                       data["layout"]["varlen"], ops, data)
+                       data["layout"]["varlen"], data["layout"].get("threads", 0), ops, data)
 
 
 def check_fit(config: TunedConfig, arch: BertArch, strict: bool = False) -> None:

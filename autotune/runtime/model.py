@@ -104,6 +104,8 @@ class TunedBert(torch.nn.Module):
             variant = get_variant(kind, self.config.device if self.config else "cpu",
                                   choice.variant)
             params = choice.all_params
+            if self.config and self.config.threads and "threads" in params:
+                params["threads"] = self.config.threads
             with torch.no_grad():
                 fn = variant.build(self._weights(kind, layer), params, self.arch, choice.bucket)
             self._built[key] = (fn, variant.input_dtype(params))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,8 @@ from autotune.runtime.model import TunedBert
 from autotune.search.samplers import make_sampler
 
 PAD_MULTIPLES = (1, 8, 32)
+# Layout choices: padding multiple, padding-free execution, and one thread count for all ops
+# (per-op thread counts are measured in isolation; switching between them costs end to end).
 PRECISION_RANK = {"int8": 0, "bfloat16": 1, "float32": 2}
 Candidates = dict[str, dict[Bucket, list[dict[str, Any]]]]  # kind -> bucket -> ranked configs
 
@@ -69,6 +72,7 @@ class Composition:
     choice: dict[str, int]  # kind -> index into its ranked configs
     pad_to_multiple: int
     varlen: bool
+    threads: int = 0  # 0: each op's own thread count; N: all ops on N (no switching)
 
 
 class Composer:
@@ -107,7 +111,7 @@ class Composer:
                     "latency_ms": e["cand_ms"], "latency_iqr_ms": e["cand_iqr_ms"],
                     "baseline_ms": e["ref_ms"], "rel_error": e["rel_error"]})
         return config_dict(self.resolved.name, self.arch, self.device, self.tol, ops,
-                           comp.pad_to_multiple, comp.varlen)
+                           comp.pad_to_multiple, comp.varlen, comp.threads)
 
     def model(self, comp: Composition) -> TunedBert:
         m = TunedBert(self.arch, self.state, parse_config(self.config(comp)))
@@ -158,7 +162,8 @@ class Composer:
         ranked = self.candidates[kind][self.buckets[0]]
         higher = [i for i, e in enumerate(ranked)
                   if PRECISION_RANK[precision_of(e["params"])] > prec(kind)]
-        return Composition({**comp.choice, kind: higher[0]}, comp.pad_to_multiple, comp.varlen)
+        return Composition({**comp.choice, kind: higher[0]}, comp.pad_to_multiple, comp.varlen,
+                           comp.threads)
 
 
 def compose_identity(resolved: ResolvedModel, buckets: list[Bucket], lengths: str,
@@ -184,7 +189,8 @@ def run_composition(storage: optuna.storages.BaseStorage, composer: Composer, tr
         study.set_user_attr(k, v)
     if not study.trials:  # the per-op winners with the plain layout first
         study.enqueue_trial({f"choice.{k}": 0 for k in composer.candidates}
-                            | {"layout.pad_to_multiple": 1, "layout.varlen": False})
+                            | {"layout.pad_to_multiple": 1, "layout.varlen": False,
+                               "layout.threads": 0})
     done = sum(1 for t in study.trials if t.state == TrialState.COMPLETE)
     for _ in range(max(0, trials - done)):
         trial = study.ask()
@@ -192,7 +198,8 @@ def run_composition(storage: optuna.storages.BaseStorage, composer: Composer, tr
             {k: trial.suggest_int(f"choice.{k}", 0, len(composer.candidates[k][
                 composer.buckets[0]]) - 1) for k in composer.candidates},
             int(trial.suggest_categorical("layout.pad_to_multiple", list(PAD_MULTIPLES))),
-            bool(trial.suggest_categorical("layout.varlen", [False, True])))
+            bool(trial.suggest_categorical("layout.varlen", [False, True])),
+            int(trial.suggest_categorical("layout.threads", [0, os.cpu_count() or 1])))
         res = composer.evaluate(comp)
         for k, v in res.items():
             trial.set_user_attr(k, v)
@@ -218,7 +225,8 @@ def run_composition(storage: optuna.storages.BaseStorage, composer: Composer, tr
             res = composer.evaluate(comp)
             progress(f"stepped back to higher precision ({steps}): error {res['rel_error']:.1e}")
     final = {"choice": comp.choice, "pad_to_multiple": comp.pad_to_multiple,
-             "varlen": comp.varlen, "stepped_back": steps, "max_rel_error": composer.tol,
+             "varlen": comp.varlen, "threads": comp.threads, "stepped_back": steps,
+             "max_rel_error": composer.tol,
              "config": composer.config(comp), **{k: res[k] for k in (
                  "ms", "anchor_ms", "rel_error", "pooler_cos")}}
     study.set_user_attr("final", final)
@@ -227,7 +235,8 @@ def run_composition(storage: optuna.storages.BaseStorage, composer: Composer, tr
 
 def _comp_of(params: dict[str, Any], composer: Composer) -> Composition:
     return Composition({k: int(params[f"choice.{k}"]) for k in composer.candidates},
-                       int(params["layout.pad_to_multiple"]), bool(params["layout.varlen"]))
+                       int(params["layout.pad_to_multiple"]), bool(params["layout.varlen"]),
+                       int(params.get("layout.threads", 0)))
 
 
 def load_state(resolved: ResolvedModel) -> tuple[dict[str, torch.Tensor], str]:

@@ -103,6 +103,17 @@ def test_masked_lm_without_pooler() -> None:
     assert torch.allclose(out, ref, atol=1e-4)
 
 
+def test_layout_threads_override_every_op(monkeypatch: pytest.MonkeyPatch) -> None:
+    per_kind = choices(F32_GEMM, "float32")  # every op asks for 1 thread
+    cfg = parse_config(make_config(TINY, per_kind, [(4, 16)], threads=3))
+    model = TunedBert(TINY, _hf().state_dict(), cfg)
+    seen: list[int] = []
+    real = torch.set_num_threads
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: (seen.append(n), real(n))[1])
+    model(**_inputs())
+    assert 3 in seen and 1 not in seen
+
+
 def test_position_ids_are_honoured() -> None:
     hf = _hf()
     inputs = _inputs()

@@ -30,7 +30,7 @@ def test_search_composes_and_exports_the_composition(tmp_path: Path,
     assert final["rel_error"] <= 0.02 and final["ms"] > 0
     config = json.loads((tmp_path / "tuned.json").read_text())
     assert config["layout"] == {"pad_to_multiple": final["pad_to_multiple"],
-                                "varlen": final["varlen"]}
+                                "varlen": final["varlen"], "threads": final["threads"]}
     assert "model-level study" in buf.getvalue()
 
 
