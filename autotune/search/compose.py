@@ -177,6 +177,26 @@ def compose_identity(resolved: ResolvedModel, buckets: list[Bucket], lengths: st
     return f"{resolved.name}:compose:{label}:{device}:{key[:12]}", fields
 
 
+def seed_compositions(composer: Composer) -> list[dict[str, Any]]:
+    """First trials: the per-op winners as they are, then for each precision the fastest
+    config of that precision in every op that has one, on one thread count: compositions
+    that need no conversions between ops, which per-op timing cannot see."""
+    cores = os.cpu_count() or 1
+    seeds = [{f"choice.{k}": 0 for k in composer.candidates}
+             | {"layout.pad_to_multiple": 1, "layout.varlen": False, "layout.threads": 0}]
+    for prec in PRECISION_RANK:
+        choice = {}
+        for kind in composer.candidates:
+            ranked = composer.candidates[kind][composer.buckets[0]]
+            same = [i for i, e in enumerate(ranked) if precision_of(e["params"]) == prec]
+            choice[f"choice.{kind}"] = same[0] if same else 0
+        seed = choice | {"layout.pad_to_multiple": 1, "layout.varlen": False,
+                         "layout.threads": cores}
+        if seed not in seeds:
+            seeds.append(seed)
+    return seeds
+
+
 def run_composition(storage: optuna.storages.BaseStorage, composer: Composer, trials: int,
                     seed: int | None, progress: Callable[[str], None]) -> dict[str, Any]:
     """Search compositions, step back if needed, store and return the winner."""
@@ -187,10 +207,9 @@ def run_composition(storage: optuna.storages.BaseStorage, composer: Composer, tr
     for k, v in {"autotune": 1, "compose": True, "model": composer.resolved.name,
                  "device": composer.device, **fields}.items():
         study.set_user_attr(k, v)
-    if not study.trials:  # the per-op winners with the plain layout first
-        study.enqueue_trial({f"choice.{k}": 0 for k in composer.candidates}
-                            | {"layout.pad_to_multiple": 1, "layout.varlen": False,
-                               "layout.threads": 0})
+    if not study.trials:
+        for seed_params in seed_compositions(composer):
+            study.enqueue_trial(seed_params)
     done = sum(1 for t in study.trials if t.state == TrialState.COMPLETE)
     for _ in range(max(0, trials - done)):
         trial = study.ask()

@@ -61,3 +61,26 @@ def test_step_back_moves_the_least_precise_op_up() -> None:
                     {"ffn_up": "float32", "attention": "float32"}]
     with pytest.raises(RuntimeError, match="already runs in float32"):
         composer.step_back(comp)
+
+
+def test_seeds_include_one_precision_everywhere() -> None:
+    import os
+
+    from autotune.search.compose import seed_compositions
+
+    b = Bucket(1, 8)
+    int8 = {"variant": "int8_dynamic", "qengine": "x86"}
+    bf16 = {"variant": "dense", "precision": "bfloat16"}
+    fp32 = {"variant": "dense", "precision": "float32"}
+    composer = Composer.__new__(Composer)
+    composer.buckets = [b]
+    composer.candidates = {
+        "ffn_up": {b: [_entry(int8, 0.015), _entry(fp32, 0.0), _entry(bf16, 0.003)]},
+        "attention": {b: [_entry(bf16, 0.004), _entry(fp32, 0.0)]},
+    }
+    seeds = seed_compositions(composer)
+    assert seeds[0]["choice.ffn_up"] == 0 and seeds[0]["layout.threads"] == 0
+    all_bf16 = {"choice.ffn_up": 2, "choice.attention": 0, "layout.pad_to_multiple": 1,
+                "layout.varlen": False, "layout.threads": os.cpu_count() or 1}
+    assert all_bf16 in seeds
+    assert len(seeds) == len({json.dumps(s, sort_keys=True) for s in seeds})  # no repeats
