@@ -225,7 +225,7 @@ def run_composition(storage: optuna.storages.BaseStorage, composer: Composer, tr
         trial.set_constraint("e2e_error", composer.violation(res["rel_error"],
                                                              res["pooler_cos"]))
         study.tell(trial, res["ratio"])
-        progress(f"composition {len(study.trials)}: {res['ms']:.1f} ms "
+        progress(f"composition {trial.number + 1}: {res['ms']:.1f} ms "
                  f"({res['ratio']:.2f}× the per-op winners), error {res['rel_error']:.1e}")
     feasible = [t for t in study.trials if t.state == TrialState.COMPLETE
                 and composer.violation(t.user_attrs["rel_error"], t.user_attrs["pooler_cos"]) <= 0]
