@@ -168,12 +168,12 @@ class TunedBert(torch.nn.Module):
                  "mask_add": torch.zeros(keep.shape).masked_fill(~keep, torch.finfo().min)}
         real = mask.reshape(-1).nonzero().squeeze(1) if self.varlen else None
         if real is not None:
-            h = h.reshape(batch * padded, -1)[real][None]  # (1, tokens, hidden)
+            h = h.reshape(batch * padded, -1).index_select(0, real)[None]  # (1, tokens, hidden)
         for layer in range(self.arch.num_hidden_layers):
             h = self._layer(layer, h, batch, padded, masks, real)
         if real is not None:
             full = h.new_zeros(batch * padded, h.shape[-1])
-            full[real] = h[0]
+            full.index_copy_(0, real, h[0])
             h = full.view(batch, padded, -1)
         pooled = None if self.pool_w is None else \
             self._run1("pooler", 0, batch, padded, {"hidden": h}).float()
@@ -197,7 +197,7 @@ class TunedBert(torch.nn.Module):
             q, k, v = (self._repad(t, real, batch, seq) for t in qkv)
         ctx = self._run1("attention", layer, batch, seq, {"q": q, "k": k, "v": v, **masks})
         if real is not None:
-            ctx = ctx.reshape(batch * seq, -1)[real][None]
+            ctx = ctx.reshape(batch * seq, -1).index_select(0, real)[None]
         h1 = self._run1("attn_out", layer, rows_b, rows_s, {"ctx": ctx, "residual": h})
         up = self._run1("ffn_up", layer, rows_b, rows_s, {"x": h1})
         return self._run1("ffn_down", layer, rows_b, rows_s, {"h": up, "residual": h1})
@@ -205,7 +205,7 @@ class TunedBert(torch.nn.Module):
     def _repad(self, t: torch.Tensor, real: torch.Tensor, batch: int, seq: int) -> torch.Tensor:
         _, heads, _, d = t.shape  # (1, heads, tokens, d) -> (batch, heads, seq, d)
         full = t.new_zeros(batch * seq, heads, d)
-        full[real] = t[0].transpose(0, 1)
+        full.index_copy_(0, real, t[0].transpose(0, 1))
         return full.view(batch, seq, heads, d).transpose(1, 2)
 
 
