@@ -34,27 +34,35 @@ def test_search_composes_and_exports_the_composition(tmp_path: Path,
     assert "model-level study" in buf.getvalue()
 
 
+B = Bucket(1, 8)
+INT8 = {"variant": "int8_dynamic", "qengine": "x86"}
+BF16 = {"variant": "dense", "precision": "bfloat16"}
+FP32 = {"variant": "dense", "precision": "float32"}
+
+
 def _entry(params: dict, err: float) -> dict:
     return {"params": params, "cand_ms": 1.0, "cand_iqr_ms": 0.1, "ref_ms": 2.0,
             "ref_iqr_ms": 0.1, "rel_error": err}
 
 
-def test_step_back_moves_the_least_precise_op_up() -> None:
-    b = Bucket(1, 8)
-    int8 = {"variant": "int8_dynamic", "qengine": "x86"}
-    bf16 = {"variant": "dense", "precision": "bfloat16"}
-    fp32 = {"variant": "dense", "precision": "float32"}
+def _composer(ranked: dict[str, list[dict]]) -> Composer:
+    """A composer over hand-made ranked configs (one bucket), without a model behind it."""
     composer = Composer.__new__(Composer)
-    composer.buckets = [b]
-    composer.candidates = {
-        "ffn_up": {b: [_entry(int8, 0.015), _entry(bf16, 0.003), _entry(fp32, 0.0)]},
-        "attention": {b: [_entry(bf16, 0.004), _entry(fp32, 0.0)]},
-    }
+    composer.buckets = [B]
+    composer.candidates = {kind: {B: entries} for kind, entries in ranked.items()}
+    return composer
+
+
+def test_step_back_moves_the_least_precise_op_up() -> None:
+    composer = _composer({
+        "ffn_up": [_entry(INT8, 0.015), _entry(BF16, 0.003), _entry(FP32, 0.0)],
+        "attention": [_entry(BF16, 0.004), _entry(FP32, 0.0)],
+    })
     comp = Composition({"ffn_up": 0, "attention": 0}, 1, False)
     seen = []
     for _ in range(3):
         comp = composer.step_back(comp)
-        seen.append({k: precision_of(composer.entry(k, b, i)["params"])
+        seen.append({k: precision_of(composer.entry(k, B, i)["params"])
                      for k, i in comp.choice.items()})
     assert seen == [{"ffn_up": "bfloat16", "attention": "bfloat16"},
                     {"ffn_up": "bfloat16", "attention": "float32"},
@@ -68,16 +76,10 @@ def test_seeds_include_one_precision_everywhere() -> None:
 
     from autotune.search.compose import seed_compositions
 
-    b = Bucket(1, 8)
-    int8 = {"variant": "int8_dynamic", "qengine": "x86"}
-    bf16 = {"variant": "dense", "precision": "bfloat16"}
-    fp32 = {"variant": "dense", "precision": "float32"}
-    composer = Composer.__new__(Composer)
-    composer.buckets = [b]
-    composer.candidates = {
-        "ffn_up": {b: [_entry(int8, 0.015), _entry(fp32, 0.0), _entry(bf16, 0.003)]},
-        "attention": {b: [_entry(bf16, 0.004), _entry(fp32, 0.0)]},
-    }
+    composer = _composer({
+        "ffn_up": [_entry(INT8, 0.015), _entry(FP32, 0.0), _entry(BF16, 0.003)],
+        "attention": [_entry(BF16, 0.004), _entry(FP32, 0.0)],
+    })
     seeds = seed_compositions(composer)
     assert seeds[0]["choice.ffn_up"] == 0 and seeds[0]["layout.threads"] == 0
     all_bf16 = {"choice.ffn_up": 2, "choice.attention": 0, "layout.pad_to_multiple": 1,
