@@ -12,13 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
 
 from autotune.errors import UserError
 from autotune.fingerprint import machine
 from autotune.models.bert import BertArch
 from autotune.runtime.config import config_dict
-from autotune.search.driver import trial_counts
+from autotune.search.driver import ranked_configs, trial_counts
 
 _SAMPLER = optuna.samplers.RandomSampler()  # loading a study needs a sampler; never used
 
@@ -44,20 +43,8 @@ def default_output(model: str, device: str) -> Path:
 
 def _best_of(study: optuna.Study, tol: float) -> dict[str, Any] | None:
     """The re-measured winner if it was judged at this tolerance, else the best feasible trial."""
-    final = study.user_attrs.get("final")
-    if final and final.get("max_rel_error") == tol:
-        return dict(final)
-    best = None
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        a = t.user_attrs
-        if a.get("status") == "ok" and a.get("rel_error", 1e9) <= tol and t.value is not None \
-                and (best is None or t.value < best[0]):
-            best = (t.value, t)
-    if best is None:
-        return None
-    t = best[1]
-    return {"trial": t.number, "params": t.params, **{k: t.user_attrs.get(k) for k in (
-        "rel_error", "cand_ms", "cand_iqr_ms", "ref_ms", "ref_iqr_ms")}}
+    ranked = ranked_configs(study, tol, k=1)
+    return ranked[0] if ranked else None
 
 
 def matching_studies(storage: optuna.storages.BaseStorage, model: str, device: str,

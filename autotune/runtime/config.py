@@ -90,6 +90,16 @@ def _schema() -> dict[str, Any]:
     return dict(json.loads(text))
 
 
+@cache
+def _spaces(device: str) -> dict[str, Any]:
+    """The shipped search spaces, parsed once per process (the model-level study and
+    ``apply`` on many models parse many configs)."""
+    from autotune.search.spaces import load_spaces
+    from autotune.settings import DEFAULT_SPACES_DIR
+
+    return load_spaces(DEFAULT_SPACES_DIR, device)
+
+
 def _reject_constant(name: str) -> float:
     raise ConfigError(f"non-finite number {name} in tuned config")
 
@@ -116,8 +126,6 @@ def read_json(source: str | Path | dict[str, Any]) -> tuple[dict[str, Any], str]
 def parse_config(source: str | Path | dict[str, Any]) -> TunedConfig:
     """Validate ``source`` (a path or parsed JSON) and return it as a ``TunedConfig``."""
     from autotune.ops import get_variant
-    from autotune.search.spaces import load_spaces
-    from autotune.settings import DEFAULT_SPACES_DIR
 
     data, where = read_json(source)
     if data.get("schema") != SCHEMA_VERSION:
@@ -131,7 +139,7 @@ def parse_config(source: str | Path | dict[str, Any]) -> TunedConfig:
     if arch.hash != data["model"]["architecture_hash"]:
         raise ConfigError(f"{where}: model.architecture_hash does not match model.architecture")
     device = data["device"]
-    spaces = load_spaces(DEFAULT_SPACES_DIR, device, tuple(data["ops"]))
+    spaces = _spaces(device)
     ops: dict[str, tuple[Choice, ...]] = {}
     for kind, entries in data["ops"].items():
         choices = []

@@ -25,6 +25,7 @@ from autotune.measure.timing import time_many
 from autotune.models.bert import Bucket, ResolvedModel
 from autotune.runtime.config import config_dict, parse_config
 from autotune.runtime.model import TunedBert
+from autotune.search.driver import precision_of
 from autotune.search.samplers import make_sampler
 
 PAD_MULTIPLES = (1, 8, 32)
@@ -32,39 +33,6 @@ PAD_MULTIPLES = (1, 8, 32)
 # (per-op thread counts are measured in isolation; switching between them costs end to end).
 PRECISION_RANK = {"int8": 0, "bfloat16": 1, "float32": 2}
 Candidates = dict[str, dict[Bucket, list[dict[str, Any]]]]  # kind -> bucket -> ranked configs
-
-
-def precision_of(params: dict[str, Any]) -> str:
-    if params.get("variant") == "int8_dynamic":
-        return "int8"
-    return str(params.get("precision", "float32"))
-
-
-def ranked_configs(study: optuna.Study, tol: float, k: int) -> list[dict[str, Any]]:
-    """Feasible distinct configs of a per-op study, best first (the re-measured winner
-    leads), each as {params, cand_ms, ref_ms, rel_error}; at most ``k`` plus the fastest
-    config of each higher precision, so that stepping back always has somewhere to go."""
-    out: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    final = study.user_attrs.get("final")
-    rows = [final] if final and final.get("max_rel_error") == tol else []
-    for t in sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
-                    key=lambda t: t.value if t.value is not None else float("inf")):
-        a = t.user_attrs
-        if a.get("status") == "ok" and a.get("rel_error", 1e9) <= tol:
-            rows.append({"params": t.params, **{f: a.get(f) for f in (
-                "cand_ms", "cand_iqr_ms", "ref_ms", "ref_iqr_ms", "rel_error")}})
-    best_per_precision: set[str] = set()
-    for r in rows:
-        key = json.dumps(r["params"], sort_keys=True)
-        if key in seen:
-            continue
-        prec = precision_of(r["params"])
-        if len(out) < k or prec not in best_per_precision:
-            out.append(r)
-            seen.add(key)
-            best_per_precision.add(prec)
-    return out
 
 
 @dataclass

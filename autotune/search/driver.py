@@ -8,6 +8,7 @@ feasible configs are measured again with more repeats and the winner is stored o
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections.abc import Callable
@@ -90,6 +91,39 @@ def trial_counts(study: optuna.Study, tol: float) -> dict[str, int]:
         "failed": len(first) - len(complete),
         "pruned": pruned,
     }
+
+
+def precision_of(params: dict[str, Any]) -> str:
+    if params.get("variant") == "int8_dynamic":
+        return "int8"
+    return str(params.get("precision", "float32"))
+
+
+def ranked_configs(study: optuna.Study, tol: float, k: int) -> list[dict[str, Any]]:
+    """Feasible distinct configs of a per-op study, best first (the re-measured winner
+    leads), each as {params, cand_ms, ref_ms, rel_error}; at most ``k`` plus the fastest
+    config of each higher precision, so that stepping back always has somewhere to go."""
+    out: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    final = study.user_attrs.get("final")
+    rows = [final] if final and final.get("max_rel_error") == tol else []
+    for t in sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
+                    key=lambda t: t.value if t.value is not None else float("inf")):
+        a = t.user_attrs
+        if _feasible(a, tol):
+            rows.append({"params": t.params, **{f: a.get(f) for f in (
+                "cand_ms", "cand_iqr_ms", "ref_ms", "ref_iqr_ms", "rel_error")}})
+    best_per_precision: set[str] = set()
+    for r in rows:
+        key = json.dumps(r["params"], sort_keys=True)
+        if key in seen:
+            continue
+        prec = precision_of(r["params"])
+        if len(out) < k or prec not in best_per_precision:
+            out.append(r)
+            seen.add(key)
+            best_per_precision.add(prec)
+    return out
 
 
 class Searcher:
@@ -265,11 +299,10 @@ class Searcher:
         study.set_user_attr("final", final)
         return final
 
-
     def compose(self, outcomes: list[StudyOutcome], say: Callable[[str], None],
                 ) -> dict[str, Any] | None:
         """The model-level study over the per-op studies' top configs (see ``compose``)."""
-        from autotune.search.compose import Composer, load_state, ranked_configs, run_composition
+        from autotune.search.compose import Composer, load_state, run_composition
 
         tol = self.opts.max_rel_error
         candidates: dict[str, dict[Bucket, list[dict[str, Any]]]] = {}
