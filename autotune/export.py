@@ -17,7 +17,7 @@ from autotune.errors import UserError
 from autotune.fingerprint import machine
 from autotune.models.bert import BertArch
 from autotune.runtime.config import config_dict
-from autotune.search.driver import ranked_configs, trial_counts
+from autotune.storage.results import ranked_configs, trial_counts
 
 _SAMPLER = optuna.samplers.RandomSampler()  # loading a study needs a sampler; never used
 

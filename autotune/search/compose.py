@@ -25,8 +25,8 @@ from autotune.measure.timing import time_many
 from autotune.models.bert import Bucket, ResolvedModel
 from autotune.runtime.config import config_dict, parse_config
 from autotune.runtime.model import TunedBert
-from autotune.search.driver import precision_of
 from autotune.search.samplers import make_sampler
+from autotune.storage.results import precision_of
 
 PAD_MULTIPLES = (1, 8, 32)
 # Layout choices: padding multiple, padding-free execution, and one thread count for all ops

@@ -8,7 +8,6 @@ feasible configs are measured again with more repeats and the winner is stored o
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from collections.abc import Callable
@@ -27,9 +26,9 @@ from autotune.search.samplers import make_sampler
 from autotune.search.spaces import load_spaces, space_context
 from autotune.space import Params
 from autotune.storage import MeasurementCache, open_optuna_storage, prepare_url
+from autotune.storage.results import FINISHED, feasible, params_key, ranked_configs, trial_counts
 
 COPIES_CAP = 8  # weight copies rotated per op: enough to defeat caches, bounded in memory
-FINISHED = (TrialState.COMPLETE, TrialState.FAIL)
 
 
 @dataclass
@@ -67,63 +66,6 @@ class StudyOutcome:
 
 
 Progress = Callable[[str, int], None]  # (description, trials finished since last call)
-
-
-def _feasible(res: dict[str, Any], tol: float) -> bool:
-    err = res.get("rel_error")
-    return res.get("status") == "ok" and err is not None and err <= tol
-
-
-def trial_counts(study: optuna.Study, tol: float) -> dict[str, int]:
-    """Distinct configs by outcome (a repeated proposal answered by the cache counts once)."""
-    first: dict[str, optuna.trial.FrozenTrial] = {}
-    pruned = 0
-    for t in study.get_trials(deepcopy=False):
-        if t.state == TrialState.PRUNED:
-            pruned += 1
-        elif t.state in FINISHED:
-            first.setdefault(_params_key(t.params), t)
-    complete = [t for t in first.values() if t.state == TrialState.COMPLETE]
-    feasible = sum(1 for t in complete if _feasible(t.user_attrs, tol))
-    return {
-        "feasible": feasible,
-        "infeasible": len(complete) - feasible,
-        "failed": len(first) - len(complete),
-        "pruned": pruned,
-    }
-
-
-def precision_of(params: dict[str, Any]) -> str:
-    if params.get("variant") == "int8_dynamic":
-        return "int8"
-    return str(params.get("precision", "float32"))
-
-
-def ranked_configs(study: optuna.Study, tol: float, k: int) -> list[dict[str, Any]]:
-    """Feasible distinct configs of a per-op study, best first (the re-measured winner
-    leads), each as {params, cand_ms, ref_ms, rel_error}; at most ``k`` plus the fastest
-    config of each higher precision, so that stepping back always has somewhere to go."""
-    out: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    final = study.user_attrs.get("final")
-    rows = [final] if final and final.get("max_rel_error") == tol else []
-    for t in sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
-                    key=lambda t: t.value if t.value is not None else float("inf")):
-        a = t.user_attrs
-        if _feasible(a, tol):
-            rows.append({"params": t.params, **{f: a.get(f) for f in (
-                "cand_ms", "cand_iqr_ms", "ref_ms", "ref_iqr_ms", "rel_error")}})
-    best_per_precision: set[str] = set()
-    for r in rows:
-        key = json.dumps(r["params"], sort_keys=True)
-        if key in seen:
-            continue
-        prec = precision_of(r["params"])
-        if len(out) < k or prec not in best_per_precision:
-            out.append(r)
-            seen.add(key)
-            best_per_precision.add(prec)
-    return out
 
 
 class Searcher:
@@ -181,9 +123,9 @@ class Searcher:
                     n: int) -> None:
         """Grid search, or any sampler on a space no larger than the budget: every config,
         in a seeded random order, except those the study has already run."""
-        waiting = {_params_key(t.params)
+        waiting = {params_key(t.params)
                    for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))}
-        todo = [c for c in configs if _params_key(c) not in seen | waiting]
+        todo = [c for c in configs if params_key(c) not in seen | waiting]
         for params in todo[:n]:
             study.enqueue_trial(params)
 
@@ -220,7 +162,7 @@ class Searcher:
         ctx = space_context(inst.kind, self.resolved.arch, inst.bucket)
         study = self.open_study(ident)
         desc = f"{inst.kind} {inst.bucket.label}"
-        seen = {_params_key(t.params) for t in study.get_trials(deepcopy=False)
+        seen = {params_key(t.params) for t in study.get_trials(deepcopy=False)
                 if t.state in FINISHED}
         remaining = max(0, self.opts.trials - len(seen))
         self.progress(desc, min(len(seen), self.opts.trials))
@@ -252,9 +194,9 @@ class Searcher:
                     break
                 self.cache.put(key, ident.key, params, res)
             self.record(study, trial, res, cached)
-            pk = _params_key(params)
+            pk = params_key(params)
             if pk in seen:
-                nxt = next((c for c in unseen if _params_key(c) not in seen), None)
+                nxt = next((c for c in unseen if params_key(c) not in seen), None)
                 if nxt is None:
                     break  # every config of the space has a result
                 study.enqueue_trial(nxt)
@@ -270,10 +212,10 @@ class Searcher:
         winner of a noisy search is biased toward a lucky measurement."""
         tol = self.opts.max_rel_error
         ranked = sorted((t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                         if _feasible(t.user_attrs, tol)), key=lambda t: t.value or float("inf"))
+                         if feasible(t.user_attrs, tol)), key=lambda t: t.value or float("inf"))
         top: list[optuna.trial.FrozenTrial] = []
         for t in ranked:
-            if _params_key(t.params) not in {_params_key(u.params) for u in top}:
+            if params_key(t.params) not in {params_key(u.params) for u in top}:
                 top.append(t)
             if len(top) == self.opts.top_k:
                 break
@@ -287,7 +229,7 @@ class Searcher:
         for t in top:
             res = self.worker.run(self.task(inst, t.params, 3 * self.opts.time_per_trial),
                                   self.opts.trial_timeout, lambda: self.stop_requested)
-            if _feasible(res.to_dict(), tol) and res.ratio is not None:
+            if feasible(res.to_dict(), tol) and res.ratio is not None:
                 candidates.append({"trial": t.number, "params": t.params, **res.to_dict()})
         if not candidates:  # remeasurement disagreed with the search: fall back to its best
             t = top[0]
@@ -323,6 +265,3 @@ class Searcher:
         return run_composition(self.storage, composer, self.opts.compose_trials,
                                self.opts.seed, say)
 
-
-def _params_key(params: dict[str, Any]) -> str:
-    return repr(sorted(params.items()))

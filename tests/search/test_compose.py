@@ -12,9 +12,10 @@ from rich.console import Console
 
 from autotune.cli import run_search
 from autotune.models.bert import Bucket
-from autotune.search.compose import Composer, Composition, precision_of
+from autotune.search.compose import Composer, Composition
 from autotune.search.driver import SearchOptions
 from autotune.settings import DEFAULT_SPACES_DIR
+from autotune.storage.results import precision_of
 
 
 def test_search_composes_and_exports_the_composition(tmp_path: Path,
