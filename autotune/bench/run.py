@@ -128,6 +128,7 @@ def run_bench(opts: BenchOptions, console: Console) -> dict[str, Any]:
                 rows += _bench_bucket(Bucket(b, s), peers, hf, resolved.arch, sampler,
                                       opts, console, weights_mb)
     result = {"model": resolved.name, "config": str(opts.config), "weights": source,
+              "max_rel_error": cfg.max_rel_error,
               "lengths": lengths_desc, "machine": machine("cpu"), "torch": torch.__version__,
               "rows": rows, "skipped": skipped,
               "notes": {p.name: p.note for p in peers}}

@@ -244,3 +244,33 @@ def workload(arch: BertArch, buckets: list[Bucket]) -> list[OpInstance]:
             count = 1 if kind in ("embeddings", "pooler") else n_layers
             out.append(OpInstance(kind, bk, shapes[kind], count))
     return out
+
+
+#: Bytes per element of weights and of activations at each precision. Dynamic int8 quantizes
+#: activations inside the GEMM, so they cross the op boundary in float32.
+_ELEMENT_BYTES = {"float32": (4, 4), "bfloat16": (2, 2), "float16": (2, 2), "int8": (1, 4)}
+
+
+def op_cost(kind: str, arch: BertArch, bucket: Bucket, precision: str = "float32",
+            ) -> tuple[float, float]:
+    """(FLOPs, bytes) of one call: multiply-adds count 2, element-wise work (bias, GELU,
+    residual, LayerNorm, softmax) a few FLOPs per element; bytes are the least traffic —
+    weights, inputs and outputs each moved once. An estimate for the roofline, not a profile."""
+    w, a = _ELEMENT_BYTES.get(precision, (4, 4))
+    h, i, heads = arch.hidden_size, arch.intermediate_size, arch.num_attention_heads
+    t = bucket.batch * bucket.seq
+    s = bucket.seq
+    ln = 8.0 * t * h  # mean, variance, normalise, scale, shift
+    costs: dict[str, tuple[float, float]] = {
+        "embeddings": (3 * t * h + ln, a * 4 * t * h),  # three gathered rows in, one out
+        "qkv_proj": (2.0 * t * h * 3 * h + t * 3 * h, w * 3 * h * h + a * 4 * t * h),
+        "attention": (bucket.batch * heads * (4.0 * s * s * arch.head_dim + 5.0 * s * s),
+                      a * 4 * t * h + 4 * t),
+        "attn_out": (2.0 * t * h * h + 2 * t * h + ln, w * h * h + a * 3 * t * h),
+        "ffn_up": (2.0 * t * h * i + 9 * t * i, w * h * i + a * (t * h + t * i)),
+        "ffn_down": (2.0 * t * i * h + 2 * t * h + ln, w * h * i + a * (t * i + 2 * t * h)),
+        "pooler": (2.0 * bucket.batch * h * h + 2 * bucket.batch * h,
+                   w * h * h + a * 2 * bucket.batch * h),
+    }
+    flops, nbytes = costs[kind]
+    return float(flops), float(nbytes)

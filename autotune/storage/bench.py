@@ -6,11 +6,11 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Float, Integer, String, Text, create_engine
+from sqlalchemy import DateTime, Float, Integer, String, Text, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from autotune.storage.cache import Base
-from autotune.storage.url import engine_kwargs, prepare_url
+from autotune.storage.cache import Base, open_engine
+from autotune.storage.url import prepare_url
 
 
 class BenchResult(Base):
@@ -30,9 +30,7 @@ class BenchResult(Base):
 
 
 def store_bench(url: str, result: dict[str, Any]) -> int:
-    url = prepare_url(url)
-    engine = create_engine(url, **engine_kwargs(url))
-    Base.metadata.create_all(engine, checkfirst=True)
+    engine = open_engine(prepare_url(url))
     now = datetime.now(UTC)
     with Session(engine) as s:
         for r in result["rows"]:
@@ -40,7 +38,26 @@ def store_bench(url: str, result: dict[str, Any]) -> int:
                               machine=result["machine"]["fingerprint"], bucket=r["bucket"],
                               lengths=result["lengths"], peer=r["peer"],
                               median_ms=r["median_ms"], iqr_ms=r["iqr_ms"],
-                              rel_error=r["rel_error"], row=json.dumps(r)))
+                              rel_error=r["rel_error"],
+                              row=json.dumps({**r, "max_rel_error": result.get("max_rel_error")})))
         s.commit()
     engine.dispose()
     return len(result["rows"])
+
+
+def latest_bench(url: str, model: str, machine: str,
+                 ) -> tuple[datetime, list[dict[str, Any]]] | None:
+    """The rows of the newest ``autotune bench`` run of ``model`` on ``machine``, if any."""
+    engine = open_engine(prepare_url(url))
+    with Session(engine) as s:
+        newest = s.scalars(select(BenchResult.created).where(
+            BenchResult.model == model, BenchResult.machine == machine)
+            .order_by(BenchResult.id.desc()).limit(1)).first()
+        rows = [] if newest is None else [
+            {**json.loads(r.row), "lengths": r.lengths} for r in s.scalars(
+                select(BenchResult).where(BenchResult.model == model,
+                                          BenchResult.machine == machine,
+                                          BenchResult.created == newest)
+                .order_by(BenchResult.id))]
+    engine.dispose()
+    return None if newest is None else (newest, rows)

@@ -11,7 +11,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, String, Text, create_engine, select
+from sqlalchemy import DateTime, Engine, String, Text, create_engine, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
@@ -21,6 +21,13 @@ from autotune.storage.url import engine_kwargs
 
 class Base(DeclarativeBase):
     pass
+
+
+def open_engine(url: str) -> Engine:
+    """An engine on ``url`` with autotune's tables created (idempotent)."""
+    engine = create_engine(url, **engine_kwargs(url))
+    Base.metadata.create_all(engine, checkfirst=True)
+    return engine
 
 
 class Measurement(Base):
@@ -35,8 +42,7 @@ class Measurement(Base):
 
 class MeasurementCache:
     def __init__(self, url: str) -> None:
-        self.engine = create_engine(url, **engine_kwargs(url))
-        Base.metadata.create_all(self.engine, checkfirst=True)
+        self.engine = open_engine(url)
         self.hits = 0
 
     def get(self, key: str) -> MeasureResult | None:
