@@ -130,7 +130,7 @@ def parallel_figure(axes: Sequence[Axis], lines: Sequence[Line]) -> go.Figure:
                yaxis={"visible": False, "range": [-0.15, 1.08]}, height=420)
     ok = sorted((ln for ln in lines if ln.feasible), key=lambda ln: ln.ratio)
     for rank, ln in enumerate(reversed(ok)):  # slowest first, so the fastest is drawn on top
-        shade = 0.15 + 0.7 * (1 - rank / max(1, len(ok) - 1)) if len(ok) > 1 else 0.85
+        shade = 0.15 + 0.7 * rank / (len(ok) - 1) if len(ok) > 1 else 0.85
         _line(fig, ln, f"rgba(31, 73, 125, {shade:.2f})")
     for ln in lines:
         if not ln.feasible:
@@ -165,7 +165,9 @@ def error_figure(points: Sequence[ErrorPoint], tol: float) -> go.Figure:
                         hoverinfo="text")
     front = sorted((p for p in points if p.on_front), key=lambda p: p.rel_error)
     fig.add_scatter(x=[max(p.rel_error, floor) for p in front], y=[p.ratio for p in front],
-                    mode="lines", name="front", line={"shape": "hv", "color": BEST})
+                    mode="lines+markers", name="front", line={"shape": "hv", "color": BEST},
+                    marker={"symbol": "circle-open", "size": 13, "color": BEST},
+                    hoverinfo="skip")
     fig.add_vline(x=tol, line={"dash": "dash", "color": BAD},
                   annotation_text=f"tolerance {tol:g}", annotation_position="top left")
     return fig

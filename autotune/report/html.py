@@ -135,6 +135,9 @@ def header(inp: ReportInput, storage: str) -> str:
                   f"{len(inp.runs)} run(s) recorded")
     else:
         search = "no run record in this database (searched before runs were recorded)"
+    if inp.trial_span:
+        first, last = inp.trial_span
+        search += f"; trials ran from {_date(first)} to {_date(last)}"
     trials = [t for s in inp.studies for t in s.trials]
     measured = sum(1 for t in trials if t.state in ("COMPLETE", "FAIL") and not t.cached)
     items = [
@@ -249,7 +252,8 @@ def roofline_section(page: Page, rows: Sequence[data.OpRow], inp: ReportInput) -
                "multiply-adds as 2 plus a few per element for bias, GELU, softmax and "
                "LayerNorm; bytes are the least traffic (weights, inputs and outputs once). Roofs: "
                "measured GEMM throughput per precision and copy bandwidth, "
-               f"{e(p.get('threads', '?'))} threads.</p>")
+               f"{e(p.get('threads', '?'))} threads. A point above the slope ran from cache: "
+               "its weights fit in the last-level cache between calls.</p>")
     out.append(page.figure(figures.roofline_figure(data.roofline(rows, inp.arch), p)))
     peak_rows = [[e(k), f"{v:.0f}"] for k, v in sorted(p["gflops"].items())]
     peak_rows.append(["memory bandwidth (GB/s)", f"{p['gbps']:.1f}"])

@@ -72,6 +72,7 @@ class ReportInput:
     bench_date: datetime | None
     peaks: dict[str, Any] | None
     generated: datetime
+    trial_span: tuple[datetime, datetime] | None = None  # first trial start, last trial end
 
 
 def _trial_view(t: FrozenTrial) -> TrialView:
@@ -170,6 +171,11 @@ def read_report_input(url: str, storage: optuna.storages.BaseStorage, model: str
     except UserError:
         config = None
     bench = latest_bench(url, model, machine)
+    starts, ends = [], []
+    for s in studies:
+        for t in s.get_trials(deepcopy=False):
+            starts += [t.datetime_start] if t.datetime_start else []
+            ends += [t.datetime_complete] if t.datetime_complete else []
     return ReportInput(
         model=model, device=device, arch=BertArch(**first["arch"]),
         machine=first["machine_info"], software=first["software"], max_rel_error=tol,
@@ -178,7 +184,8 @@ def read_report_input(url: str, storage: optuna.storages.BaseStorage, model: str
                                     s.user_attrs["kind"]))),
         config=config, composition=_composition(storage, model, device, machine, tol),
         runs=runs, bench=tuple(bench[1]) if bench else (), bench_date=bench[0] if bench else None,
-        peaks=peaks, generated=datetime.now(UTC))
+        peaks=peaks, generated=datetime.now(UTC),
+        trial_span=(min(starts), max(ends)) if starts and ends else None)
 
 
 def _newest_tolerance(studies: list[optuna.Study]) -> float:
