@@ -122,31 +122,36 @@ def importance_figure(importances: Mapping[str, float]) -> go.Figure:
 
 def parallel_figure(axes: Sequence[Axis], lines: Sequence[Line]) -> go.Figure:
     """Parallel coordinates drawn with SVG lines (no WebGL, so it renders anywhere):
-    feasible configs coloured from fastest (dark) to slowest (light), infeasible grey."""
-    fig = _fig("Parallel coordinates (one line per config)", showlegend=False,
-               xaxis={"tickvals": list(range(len(axes))), "range": [-0.3, len(axes) - 0.7],
-                      "ticktext": [escape(a.name) for a in axes], "showgrid": False,
-                      "zeroline": False},
-               yaxis={"visible": False, "range": [-0.15, 1.08]}, height=420)
+    feasible configs shaded from fastest (dark) to slowest (light), infeasible grey."""
     ok = sorted((ln for ln in lines if ln.feasible), key=lambda ln: ln.ratio)
+    traces = []
     for rank, ln in enumerate(reversed(ok)):  # slowest first, so the fastest is drawn on top
         shade = 0.15 + 0.7 * rank / (len(ok) - 1) if len(ok) > 1 else 0.85
-        _line(fig, ln, f"rgba(31, 73, 125, {shade:.2f})")
-    for ln in lines:
-        if not ln.feasible:
-            _line(fig, ln, "rgba(150, 150, 150, 0.45)")
-    for x, a in enumerate(axes):
-        fig.add_shape(type="line", x0=x, x1=x, y0=0, y1=1, line={"color": "#888", "width": 1})
-        for y, label in zip(a.ticks, a.labels, strict=True):
-            fig.add_annotation(x=x, y=y, text=escape(label), showarrow=False, xanchor="left",
-                               xshift=3, font={"size": 10}, bgcolor="rgba(255,255,255,0.7)")
+        traces.append(_line(ln, f"rgba(31, 73, 125, {shade:.2f})"))
+    traces += [_line(ln, "rgba(150, 150, 150, 0.45)") for ln in lines if not ln.feasible]
+    shapes = [{"type": "line", "x0": x, "x1": x, "y0": 0, "y1": 1,
+               "line": {"color": "#888", "width": 1}} for x in range(len(axes))]
+    labels = [{"x": x, "y": y, "text": escape(label), "showarrow": False, "xanchor": "left",
+               "xshift": 3, "font": {"size": 10}, "bgcolor": "rgba(255,255,255,0.7)"}
+              for x, a in enumerate(axes) for y, label in zip(a.ticks, a.labels, strict=True)]
+    # One Figure call: adding hundreds of lines and labels one by one re-validates them all.
+    fig = go.Figure(data=traces, layout={"shapes": shapes, "annotations": labels})
+    fig.update_layout(**_LAYOUT)
+    fig.update_layout(title={"text": "Parallel coordinates (one line per config)", "x": 0.01,
+                             "font": {"size": 14}},
+                      showlegend=False, height=420,
+                      xaxis={"tickvals": list(range(len(axes))), "range": [-0.3, len(axes) - 0.7],
+                             "ticktext": [escape(a.name) for a in axes], "showgrid": False,
+                             "zeroline": False},
+                      yaxis={"visible": False, "range": [-0.15, 1.08]})
     return fig
 
 
-def _line(fig: go.Figure, ln: Line, color: str) -> None:
-    fig.add_scatter(x=list(range(len(ln.ys))), y=ln.ys, mode="lines+markers",
-                    line={"color": color, "width": 1.5}, marker={"size": 4, "color": color},
-                    hovertemplate=f"trial {ln.number}: time ratio {ln.ratio:.3f}<extra></extra>")
+def _line(ln: Line, color: str) -> dict[str, Any]:
+    return {"type": "scatter", "x": list(range(len(ln.ys))), "y": ln.ys,
+            "mode": "lines+markers", "line": {"color": color, "width": 1.5},
+            "marker": {"size": 4, "color": color},
+            "hovertemplate": f"trial {ln.number}: time ratio {ln.ratio:.3f}<extra></extra>"}
 
 
 def error_figure(points: Sequence[ErrorPoint], tol: float) -> go.Figure:
