@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from autotune.cli_quality import landscape, replay
 from autotune.errors import UserError
 
 if TYPE_CHECKING:
@@ -110,11 +111,19 @@ def main() -> None:
 @click.option("--compose-trials", type=click.IntRange(min=0), default=10, show_default=True,
               help="Trials of the model-level study that composes per-op configs and "
                    "layouts (0 skips it; it needs every op kind).")
+@click.option("--local-search/--no-local-search", default=True, show_default=True,
+              help="Make every second new config a one-parameter change of the best so far "
+                   "(hill climbing between the sampler's proposals).")
+@click.option("--warm-start/--no-warm-start", default=True, show_default=True,
+              help="Try the best configs of the buckets already searched first.")
+@click.option("--patience", type=click.IntRange(min=1), default=None,
+              help="Stop a study early after this many configs without a new best.")
 def search(model: str, device: str, ops: tuple[str, ...], batch_sizes: tuple[int, ...],
            seq_lens: tuple[int, ...], trials: int, timeout: float | None, sampler: str,
            seed: int, max_rel_error: float, output: Path | None, storage: str | None,
            trial_timeout: float, time_per_trial: float, spaces: Path | None, lengths: str,
-           compose_trials: int) -> None:
+           compose_trials: int, local_search: bool, warm_start: bool,
+           patience: int | None) -> None:
     """Tune every operator of MODEL, store every trial, export the best config.
 
     One Optuna study per (model, op kind, shape bucket, device, machine). Each candidate is
@@ -125,6 +134,7 @@ def search(model: str, device: str, ops: tuple[str, ...], batch_sizes: tuple[int
 
     from autotune import settings
     from autotune.search.driver import SearchOptions
+    from autotune.search.samplers import DEFAULT_LOCAL_EVERY
 
     _check_device(device)
     opts = SearchOptions(
@@ -133,7 +143,8 @@ def search(model: str, device: str, ops: tuple[str, ...], batch_sizes: tuple[int
         max_rel_error=max_rel_error, storage=settings.storage_url(storage),
         spaces_dir=settings.spaces_dir(str(spaces) if spaces else None),
         trial_timeout=trial_timeout, time_per_trial=time_per_trial,
-        compose_trials=compose_trials, lengths=lengths,
+        compose_trials=compose_trials, lengths=lengths, warm_start=warm_start,
+        patience=patience, local_every=DEFAULT_LOCAL_EVERY if local_search else 0,
     )
     from autotune.bench.lengths import parse_lengths
 
@@ -218,7 +229,8 @@ def _record_run(url: str, opts: SearchOptions, model: str, started: datetime, wa
                         "sampler": opts.sampler, "seed": opts.seed,
                         "max_rel_error": opts.max_rel_error, "ops": list(opts.ops),
                         "buckets": [b.label for b in opts.buckets], "lengths": opts.lengths,
-                        "time_per_trial": opts.time_per_trial})
+                        "time_per_trial": opts.time_per_trial, "warm_start": opts.warm_start,
+                        "local_every": opts.local_every, "patience": opts.patience})
 
 
 def _study_line(o: StudyOutcome) -> str:
@@ -471,6 +483,9 @@ def studies(storage: str | None, model: str | None) -> None:
     console.print("best ÷ ref: the re-measured winner's time over its reference (per-op) or "
                   "over the per-op winners put together (model-level); lower is better.")
 
+
+main.add_command(landscape)
+main.add_command(replay)
 
 if __name__ == "__main__":
     main()

@@ -224,3 +224,17 @@ def roofline_figure(points: Sequence[RoofPoint], peaks: Mapping[str, Any]) -> go
     ys = [y for y in ys if y > 0] or [1.0]
     fig.update_yaxes(range=[math.log10(min(ys) / 3), math.log10(max(ys) * 2)])
     return fig
+
+
+def replay_figure(title: str, curves: Mapping[str, Sequence[float | None]]) -> go.Figure:
+    """Median best-so-far per sampler, as % above the recording's best, against trials."""
+    fig = _fig(title, xaxis_title="distinct configs measured", yaxis_type="log",
+               yaxis_title="best so far, % above the recording's best",
+               yaxis_tickvals=[0.1, 0.3, 1, 3, 10, 30, 100, 300])
+    for name, curve in curves.items():
+        # 0% cannot sit on a log axis: draw it at 0.1%
+        ys = [None if v is None else max(100 * (v - 1), 0.1) for v in curve]
+        fig.add_scatter(x=list(range(1, len(ys) + 1)), y=ys, mode="lines",
+                        name=escape(name), line={"shape": "hv", "width": 2})
+    fig.add_hline(y=3, line={"dash": "dash", "color": BAD}, annotation_text="within 3%")
+    return fig

@@ -307,3 +307,16 @@ def render(inp: ReportInput, storage: str, mmd_name: str) -> str:
     page.add(per_op_section(page, inp.studies, inp.max_rel_error))
     page.add(failures_section(inp.studies))
     return page.render(f"autotune report: {inp.model} on {inp.device}")
+
+
+def replay_page(replays: Sequence[dict[str, Any]]) -> str:
+    """A page of replay figures (``autotune replay --output``): one per landscape."""
+    page = Page()
+    page.add("<h1>autotune replay</h1><p class=\"note\">Median over seeds of the best feasible "
+             "time ratio found so far, as % above the best config of the recording (0% drawn "
+             "at 0.1%).</p>")
+    for r in replays:
+        title = f"{r['kind']} {r['bucket']}: {r['size']} configs, {r['seeds']} seeds"
+        curves = {name: s["median_curve"] for name, s in r["samplers"].items()}
+        page.add(f"<h2>{e(title)}</h2>" + page.figure(figures.replay_figure(title, curves)))
+    return page.render("autotune replay")

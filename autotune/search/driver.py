@@ -8,7 +8,6 @@ feasible configs are measured again with more repeats and the winner is stored o
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,14 +20,15 @@ from optuna.trial import TrialState
 from autotune.measure import MeasureResult, MeasureTask, MeasureWorker
 from autotune.models.bert import OP_KINDS, Bucket, OpInstance, ResolvedModel, workload
 from autotune.search.keys import StudyIdentity, config_key
-from autotune.search.objective import suggest
-from autotune.search.samplers import make_sampler
+from autotune.search.loop import LoopPolicy, run_trials, warm_configs
+from autotune.search.samplers import DEFAULT_LOCAL_EVERY, make_sampler
 from autotune.search.spaces import load_spaces, space_context
 from autotune.space import Params
 from autotune.storage import MeasurementCache, open_optuna_storage, prepare_url
 from autotune.storage.results import FINISHED, feasible, params_key, ranked_configs, trial_counts
 
 COPIES_CAP = 8  # weight copies rotated per op: enough to defeat caches, bounded in memory
+WARM_K = 3  # best configs taken from each neighbouring bucket's study
 
 
 @dataclass
@@ -49,6 +49,9 @@ class SearchOptions:
     time_per_trial: float = 1.0
     top_k: int = 3
     compose_trials: int = 10  # model-level study after the per-op ones (0: none)
+    warm_start: bool = True  # try other buckets' best configs of the same op kind early
+    patience: int | None = None  # stop a study after this many configs without a new best
+    local_every: int = DEFAULT_LOCAL_EVERY  # hill-climbing step every n-th new config
     lengths: str = "fixed"  # sequence-length mix the model-level study is judged on
     preload: tuple[str, ...] = ()  # extra variant modules for the worker (tests, plugins)
 
@@ -119,16 +122,6 @@ class Searcher:
                 study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
         return study
 
-    def enqueue_all(self, study: optuna.Study, configs: list[Params], seen: set[str],
-                    n: int) -> None:
-        """Grid search, or any sampler on a space no larger than the budget: every config,
-        in a seeded random order, except those the study has already run."""
-        waiting = {params_key(t.params)
-                   for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))}
-        todo = [c for c in configs if params_key(c) not in seen | waiting]
-        for params in todo[:n]:
-            study.enqueue_trial(params)
-
     def task(self, inst: OpInstance, params: Params, budget: float) -> MeasureTask:
         return MeasureTask(
             arch=self.resolved.arch.to_dict(), kind=inst.kind, batch=inst.bucket.batch,
@@ -137,73 +130,50 @@ class Searcher:
             seed=self.opts.seed or 0,
         )
 
-    def record(self, study: optuna.Study, trial: optuna.Trial, res: MeasureResult,
-               cached: bool) -> None:
-        tol = self.opts.max_rel_error
-        for k, v in res.to_dict().items():
-            if k != "extra" and v is not None:
-                trial.set_user_attr(k, v)
-        trial.set_user_attr("cached", cached)
-        if res.status == "ok" and res.ratio is not None and res.rel_error is not None:
-            trial.set_constraint("rel_error", res.rel_error - tol)
-            study.tell(trial, res.ratio)
-        else:
-            study.tell(trial, state=TrialState.FAIL)
+    def warm_start(self, inst: OpInstance) -> list[Params]:
+        """The best configs of this op kind in the other buckets already searched."""
+        if not self.opts.warm_start:
+            return []
+        rankings = []
+        for other in self.instances:
+            if other.kind != inst.kind or other.bucket == inst.bucket:
+                continue
+            try:
+                study = optuna.load_study(study_name=self.identity(other).name,
+                                          storage=self.storage)
+            except KeyError:  # not searched yet
+                continue
+            rankings.append(ranked_configs(study, self.opts.max_rel_error, WARM_K))
+        return warm_configs(rankings, WARM_K)
 
     def run_study(self, inst: OpInstance) -> StudyOutcome:
-        """Run trials until ``trials`` distinct configs have a result in this study.
-
-        A proposal the study has already seen is answered from the cache (no measurement,
-        not counted) and an unseen config is queued next, so a sampler stuck on one noisy
-        favourite cannot spend the budget on repeats.
-        """
+        """Run the trial loop (``loop.run_trials``) of one study, measuring each new config
+        in the worker unless the cache has it, then re-measure the best."""
         ident = self.identity(inst)
         space = self.spaces[inst.kind]
         ctx = space_context(inst.kind, self.resolved.arch, inst.bucket)
         study = self.open_study(ident)
         desc = f"{inst.kind} {inst.bucket.label}"
-        seen = {params_key(t.params) for t in study.get_trials(deepcopy=False)
+        done = {params_key(t.params) for t in study.get_trials(deepcopy=False)
                 if t.state in FINISHED}
-        remaining = max(0, self.opts.trials - len(seen))
-        self.progress(desc, min(len(seen), self.opts.trials))
-        unseen = list(space.configs(ctx))
-        random.Random(self.opts.seed).shuffle(unseen)
-        if remaining and (self.opts.sampler == "grid" or len(unseen) <= remaining):
-            self.enqueue_all(study, unseen, seen, remaining)
-        elif remaining and not seen and space.baseline is not None:
-            # The reference's own config first: the search never ends worse than it.
-            study.enqueue_trial(space.baseline)
-        asks = 0
-        while remaining > 0 and asks < 5 * self.opts.trials + 20 and not self.out_of_time():
-            asks += 1
-            trial = study.ask()
-            params = suggest(trial, space)
-            broken = space.violated(params, ctx)
-            if broken is not None:  # costs no measurement and does not count
-                trial.set_user_attr("reason", f"constraint: {broken}")
-                study.tell(trial, state=TrialState.PRUNED)
-                continue
+        self.progress(desc, min(len(done), self.opts.trials))
+
+        def measure(params: Params) -> tuple[MeasureResult, bool]:
             key = config_key(ident.key, params)
             res = self.cache.get(key)
-            cached = res is not None
-            if res is None:
-                res = self.worker.run(self.task(inst, params, self.opts.time_per_trial),
-                                      self.opts.trial_timeout, lambda: self.stop_requested)
-                if res.status == "interrupted":  # not a property of the config: not cached
-                    self.record(study, trial, res, cached=False)
-                    break
+            if res is not None:
+                return res, True
+            res = self.worker.run(self.task(inst, params, self.opts.time_per_trial),
+                                  self.opts.trial_timeout, lambda: self.stop_requested)
+            if res.status != "interrupted":  # not a property of the config: not cached
                 self.cache.put(key, ident.key, params, res)
-            self.record(study, trial, res, cached)
-            pk = params_key(params)
-            if pk in seen:
-                nxt = next((c for c in unseen if params_key(c) not in seen), None)
-                if nxt is None:
-                    break  # every config of the space has a result
-                study.enqueue_trial(nxt)
-                continue
-            seen.add(pk)
-            remaining -= 1
-            self.progress(desc, 1)
+            return res, False
+
+        policy = LoopPolicy(self.opts.trials, self.opts.sampler, self.opts.seed,
+                            self.opts.max_rel_error, self.warm_start(inst), self.opts.patience,
+                            self.opts.local_every)
+        run_trials(study, space, ctx, policy, measure, self.out_of_time,
+                   lambda: self.progress(desc, 1))
         final = None if self.stop_requested else self.remeasure(study, inst)
         return StudyOutcome(ident, inst, final, trial_counts(study, self.opts.max_rel_error))
 

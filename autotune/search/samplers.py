@@ -11,6 +11,8 @@ import optuna
 from autotune.errors import UserError
 
 SAMPLERS = ("tpe", "random", "grid", "gp")
+DEFAULT_SAMPLER = "tpe"
+DEFAULT_LOCAL_EVERY = 2  # every 2nd new config of a default search is a hill-climbing step
 
 
 def make_sampler(name: str, seed: int | None, n_trials: int) -> optuna.samplers.BaseSampler:

@@ -15,9 +15,13 @@ from sqlalchemy import create_engine, text
 import tests.faulty_variants  # noqa: F401  (registers test_* variants in this process)
 from autotune.cli import run_search
 from autotune.export import build_config, schema
-from autotune.search.driver import SearchOptions
+from autotune.models.bert import Bucket
+from autotune.search.driver import WARM_K, SearchOptions
+from autotune.search.spaces import load_spaces, space_context
 from autotune.settings import DEFAULT_SPACES_DIR
 from autotune.storage import open_optuna_storage
+from autotune.storage.results import FINISHED, params_key, ranked_configs
+from tests.conftest import TINY
 
 PRELOAD = ("tests.faulty_variants",)
 
@@ -176,3 +180,27 @@ def test_other_samplers_run(tmp_path: Path, tiny_model_dir: Path, sampler: str) 
     _run(opts, tmp_path / "t.json")
     (study,) = _studies(opts)
     assert len([t for t in study.trials if t.state.is_finished()]) >= 4
+
+
+def test_warm_start_tries_the_other_buckets_best_once(tmp_path: Path,
+                                                      tiny_model_dir: Path) -> None:
+    opts = _opts(tmp_path, tiny_model_dir, ops=("ffn_up",), batch_sizes=(1, 2), trials=6)
+    out = tmp_path / "tuned.json"
+    _run(opts, out)
+    studies = {s.user_attrs["batch"]: s for s in _studies(opts)}
+    space = load_spaces(DEFAULT_SPACES_DIR, "cpu", ("ffn_up",))["ffn_up"]
+    legal = {params_key(c) for c in space.configs(space_context(
+        "ffn_up", TINY, Bucket(2, 8)))}
+    baseline = params_key(studies[2].trials[0].params)
+    warm = [r["params"] for r in ranked_configs(studies[1], opts.max_rel_error, WARM_K)[:WARM_K]
+            if params_key(r["params"]) in legal and params_key(r["params"]) != baseline]
+    assert warm, "bucket 1 has feasible configs to offer"
+    b2 = [t.params for t in studies[2].trials if t.state in FINISHED]
+    assert b2[1:1 + len(warm)] == warm  # right after the baseline
+    measured = [t.params for t in studies[2].trials
+                if t.state in FINISHED and not t.user_attrs["cached"]]
+    for p in warm:  # enqueued once; a sampler proposing it again is answered by the cache
+        assert measured.count(p) == 1
+    n = len(studies[2].trials)
+    _run(opts, out)  # resuming enqueues nothing again
+    assert len(_studies(opts)[1].trials) == n

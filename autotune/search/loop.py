@@ -1,0 +1,170 @@
+"""The trial loop of one study: what is tried first, how proposals become measurements, when
+to stop. Live search measures in a worker process; replay looks results up in a recording;
+both run this same loop, so what replay shows about the search is true of the search.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from autotune.measure import MeasureResult
+from autotune.search.objective import suggest
+from autotune.space import Params, Space
+from autotune.storage.results import FINISHED, feasible, params_key
+
+#: What measuring one config gives: its result and whether it came from a cache.
+Measure = Callable[[Params], tuple[MeasureResult, bool]]
+
+IMPROVEMENT = 0.005  # a new best must beat the old one by 0.5% to reset --patience
+
+
+@dataclass(frozen=True)
+class LoopPolicy:
+    trials: int  # distinct configs with a result (repeats answered by the cache don't count)
+    sampler: str
+    seed: int | None
+    tol: float
+    warm: Sequence[Params] = field(default_factory=tuple)  # tried right after the baseline
+    patience: int | None = None  # stop after this many distinct configs without a new best
+    local_every: int = 0  # > 0: every n-th new config is a neighbour of the best (0: off)
+
+
+def tell(study: optuna.Study, trial: optuna.Trial, res: MeasureResult, tol: float,
+         cached: bool) -> None:
+    """Store a result on its trial: feasible or not is the trial's constraint, failures FAIL."""
+    for k, v in res.to_dict().items():
+        if k != "extra" and v is not None:
+            trial.set_user_attr(k, v)
+    trial.set_user_attr("cached", cached)
+    if res.status == "ok" and res.ratio is not None and res.rel_error is not None:
+        trial.set_constraint("rel_error", res.rel_error - tol)
+        study.tell(trial, res.ratio)
+    else:
+        study.tell(trial, state=TrialState.FAIL)
+
+
+def _enqueue_first(study: optuna.Study, space: Space, ctx: dict[str, Any], policy: LoopPolicy,
+                   configs: list[Params], seen: set[str], remaining: int) -> None:
+    """Grid search (or a space no larger than the budget): every config, in a seeded random
+    order. Otherwise a fresh study starts from the reference's own config, then the warm-start
+    configs that are legal here: the search never ends worse than the baseline."""
+    waiting = {params_key(t.params)
+               for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))}
+    if policy.sampler == "grid" or len(configs) <= remaining:
+        for params in [c for c in configs if params_key(c) not in seen | waiting][:remaining]:
+            study.enqueue_trial(params)
+        return
+    first = [space.baseline] if space.baseline is not None and not seen else []
+    legal = {params_key(c) for c in configs}
+    for params in [*first, *policy.warm]:
+        key = params_key(params)
+        if key in legal and key not in seen | waiting:
+            study.enqueue_trial(params)
+            waiting.add(key)
+
+
+def run_trials(study: optuna.Study, space: Space, ctx: dict[str, Any], policy: LoopPolicy,
+               measure: Measure, stop: Callable[[], bool] = lambda: False,
+               on_new: Callable[[], None] = lambda: None) -> None:
+    """Run trials until ``policy.trials`` distinct configs have a result in ``study``.
+
+    A proposal the study has already seen is answered from the cache (no measurement, not
+    counted) and an unseen config is queued next, so a sampler stuck on one noisy favourite
+    cannot spend the budget on repeats. A proposal that breaks a constraint is PRUNED, not
+    measured and not counted.
+    """
+    seen = {params_key(t.params) for t in study.get_trials(deepcopy=False)
+            if t.state in FINISHED}
+    remaining = max(0, policy.trials - len(seen))
+    configs = list(space.configs(ctx))
+    random.Random(policy.seed).shuffle(configs)
+    if remaining:
+        _enqueue_first(study, space, ctx, policy, configs, seen, remaining)
+    best, since_best = _best_feasible(study, policy.tol), 0
+    asks, new = 0, 0
+    rng = random.Random(policy.seed)
+    local_every = 0 if policy.sampler == "grid" else policy.local_every
+    while remaining > 0 and asks < 5 * policy.trials + 20 and not stop():
+        asks += 1
+        if local_every and new % local_every == local_every - 1 \
+                and not _waiting(study):
+            step = _local_step(study, configs, seen, policy.tol, rng)
+            if step is not None:
+                study.enqueue_trial(step)
+        trial = study.ask()
+        params = suggest(trial, space)
+        broken = space.violated(params, ctx)
+        if broken is not None:
+            trial.set_user_attr("reason", f"constraint: {broken}")
+            study.tell(trial, state=TrialState.PRUNED)
+            continue
+        res, cached = measure(params)
+        tell(study, trial, res, policy.tol, cached)
+        if res.status == "interrupted":  # not a property of the config
+            break
+        key = params_key(params)
+        if key in seen:
+            nxt = next((c for c in configs if params_key(c) not in seen), None)
+            if nxt is None:
+                break  # every config of the space has a result
+            study.enqueue_trial(nxt)
+            continue
+        seen.add(key)
+        remaining -= 1
+        new += 1
+        on_new()
+        if feasible(res.to_dict(), policy.tol) and res.ratio is not None \
+                and res.ratio < best * (1 - IMPROVEMENT):
+            best, since_best = res.ratio, 0
+        else:
+            since_best += 1
+        if policy.patience is not None and since_best >= policy.patience:
+            break
+
+
+def _best_feasible(study: optuna.Study, tol: float) -> float:
+    values = [t.value for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+              if t.value is not None and feasible(t.user_attrs, tol)]
+    return min(values, default=float("inf"))
+
+
+def _waiting(study: optuna.Study) -> bool:
+    return bool(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+
+
+def distance(a: Params, b: Params) -> int:
+    """Parameters set differently in both configs (one only config has: not counted), so
+    switching the variant while keeping the shared parameters is one step."""
+    return sum(1 for k in a.keys() & b.keys() if a[k] != b[k])
+
+
+def _local_step(study: optuna.Study, configs: list[Params], seen: set[str], tol: float,
+                rng: random.Random) -> Params | None:
+    """An unseen config one step from the best feasible config so far (hill climbing): on
+    these spaces most parameters act nearly independently, so the best config's neighbours
+    are where the next improvement usually is."""
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.value is not None and feasible(t.user_attrs, tol)]
+    if not done:
+        return None
+    center = min(done, key=lambda t: t.value or 0.0).params
+    near = [c for c in configs if params_key(c) not in seen and distance(c, center) == 1]
+    return rng.choice(near) if near else None
+
+
+def warm_configs(rankings: Sequence[Sequence[dict[str, Any]]], k: int = 3) -> list[Params]:
+    """The best ``k`` configs of each neighbouring study (ranked feasible configs), merged."""
+    out: list[Params] = []
+    seen: set[str] = set()
+    for ranked in rankings:
+        for r in ranked[:k]:
+            if params_key(r["params"]) not in seen:
+                seen.add(params_key(r["params"]))
+                out.append(dict(r["params"]))
+    return out

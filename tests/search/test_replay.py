@@ -1,0 +1,166 @@
+"""Replay against recorded landscapes: deterministic, scored right, faithful to the loop."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from autotune.cli import main
+from autotune.models.bert import Bucket
+from autotune.search.landscape import load_landscape
+from autotune.search.loop import distance
+from autotune.search.replay import replay_once, score, trials_to_reach
+from autotune.search.spaces import load_spaces, space_context
+from autotune.settings import DEFAULT_SPACES_DIR
+from autotune.space import Params, Space
+from autotune.storage.results import params_key
+from tests.conftest import TINY
+
+RECORDINGS = sorted((Path(__file__).parents[1] / "data" / "landscapes").glob("*.json"))
+POOLER_CTX = {**space_context("pooler", TINY, Bucket(1, 8)), "cores": 2,
+              "qengines": ["onednn", "x86", "fbgemm"]}
+
+
+def pooler_space() -> Space:
+    return load_spaces(DEFAULT_SPACES_DIR, "cpu", ("pooler",))["pooler"]
+
+
+def write_landscape(path: Path, ratio_of: Any, tol: float = 0.02) -> Path:
+    """Every pooler config, with the result ``ratio_of(params)`` gives: a ratio, or a
+    (status, reason) pair for a failure."""
+    ctx = dict(POOLER_CTX)
+    ctx["qengines"] = tuple(ctx["qengines"])
+    configs = []
+    for p in pooler_space().configs(ctx):
+        r = ratio_of(p)
+        if isinstance(r, tuple):
+            configs.append({"params": p, "status": r[0], "reason": r[1]})
+        else:
+            err = 0.05 if p["variant"] == "int8_dynamic" else 0.001
+            configs.append({"params": p, "status": "ok", "reason": "", "rel_error": err,
+                            "cand_ms": r, "ref_ms": 1.0})
+    doc = {"format": "autotune-landscape", "version": 1, "model": "tiny", "kind": "pooler",
+           "device": "cpu", "bucket": {"batch": 1, "seq": 8}, "arch": TINY.to_dict(),
+           "context": POOLER_CTX, "max_rel_error": tol, "configs": configs}
+    path.write_text(json.dumps(doc))
+    return path
+
+
+BASELINE = {"variant": "dense", "precision": "float32", "impl": "aten", "threads": 2}
+
+
+def test_a_sampler_that_finds_the_optimum_first_scores_one(tmp_path: Path) -> None:
+    # the baseline is the optimum and every study measures it first
+    land = load_landscape(write_landscape(
+        tmp_path / "l.json", lambda p: 0.5 if p == BASELINE else 1.0 + len(repr(p)) / 100))
+    for name in ("tpe", "random", "default"):
+        s = score(land, pooler_space(), name, seeds=3, budget=10)
+        assert s.median_trials == {0.01: 1.0, 0.03: 1.0, 0.05: 1.0}, name
+        assert s.reached[0.01] == 1.0
+        assert all(c[0] == 1.0 for c in s.curves)
+
+
+def test_trials_to_reach_counts_distinct_configs() -> None:
+    curve = [math.inf, 3.0, 1.2, 1.2, 1.02, 1.0]
+    assert trials_to_reach(curve, 1.05) == 5.0
+    assert trials_to_reach(curve, 1.0) == 6.0
+    assert trials_to_reach(curve, 0.9) == math.inf
+    assert trials_to_reach([], 2.0) == math.inf
+
+
+def test_grid_replay_finds_the_optimum_where_the_shuffle_put_it(tmp_path: Path) -> None:
+    target = {"variant": "dense", "precision": "bfloat16", "impl": "onednn_packed",
+              "fuse_epilogue": True, "threads": 1}
+    land = load_landscape(write_landscape(tmp_path / "l.json",
+                                          lambda p: 0.3 if p == target else 1.0))
+    space = pooler_space()
+
+    def position(seed: int) -> int:  # where the loop's seeded shuffle puts the target
+        configs = list(space.configs(land.context))
+        random.Random(seed).shuffle(configs)
+        return [params_key(c) for c in configs].index(params_key(target)) + 1
+
+    curve = replay_once(land, space, "grid", seed=7, budget=land.size)
+    assert len(curve) == land.size  # grid measures every config once
+    assert trials_to_reach(curve, 0.3) == position(7)
+    s = score(land, space, "grid", seeds=1, budget=land.size)  # seed 0
+    assert s.median_trials == {w: float(position(0)) for w in (0.01, 0.03, 0.05)}
+
+
+def test_replay_is_deterministic_for_a_seed(tmp_path: Path) -> None:
+    land = load_landscape(write_landscape(tmp_path / "l.json",
+                                          lambda p: 1.0 + (hash(params_key(p)) % 97) / 50))
+    for name in ("tpe", "default", "random+local"):
+        a = replay_once(land, pooler_space(), name, seed=3, budget=15)
+        assert a == replay_once(land, pooler_space(), name, seed=3, budget=15), name
+        assert len(a) == 15
+
+
+def test_failed_and_infeasible_configs_behave_as_live(tmp_path: Path) -> None:
+    # int8 is fast but over the tolerance; onednn_packed fails: neither may become the best
+    def result(p: Params) -> Any:
+        if p.get("impl") == "onednn_packed":
+            return ("error", "build failed")
+        return 0.1 if p["variant"] == "int8_dynamic" else 1.0 - 0.1 * p["threads"]
+
+    land = load_landscape(write_landscape(tmp_path / "l.json", result))
+    assert land.best() == pytest.approx(0.8)
+    curve = replay_once(land, pooler_space(), "random", seed=0, budget=land.size)
+    assert min(curve) == pytest.approx(0.8)
+    assert land.lookup({"variant": "nope"}).reason == "not in the recording"
+
+
+def test_patience_stops_a_replay_early(tmp_path: Path) -> None:
+    land = load_landscape(write_landscape(tmp_path / "l.json", lambda p: 1.0))
+    assert len(replay_once(land, pooler_space(), "random", 0, 30, patience=4)) == 5
+
+
+def test_distance_counts_shared_parameters_only() -> None:
+    a = {"variant": "dense", "precision": "float32", "threads": 1}
+    assert distance(a, {**a, "threads": 2}) == 1
+    assert distance(a, {"variant": "int8_dynamic", "qengine": "x86", "threads": 1}) == 1
+    assert distance(a, a) == 0
+
+
+@pytest.mark.parametrize("path", RECORDINGS, ids=[p.stem for p in RECORDINGS])
+def test_recorded_landscapes_load_and_cover_their_space(path: Path) -> None:
+    land = load_landscape(path)
+    space = load_spaces(DEFAULT_SPACES_DIR, land.device, (land.kind,))[land.kind]
+    keys = {params_key(p) for p in space.configs(land.context)}
+    assert keys == set(land.entries), "recording and search space disagree"
+    assert 100 <= land.size <= 1000 and land.best() > 0
+
+
+def test_at_least_three_op_kinds_are_recorded() -> None:
+    assert len({load_landscape(p).kind for p in RECORDINGS}) >= 3
+
+
+def test_bad_landscape_files_are_one_line_errors(tmp_path: Path) -> None:
+    for text, msg in (("{", "cannot read landscape"), ('{"format": "x"}', "not an autotune"),
+                      ('{"format": "autotune-landscape", "version": 9}', "version 9"),
+                      ('{"format": "autotune-landscape", "version": 1}', "malformed")):
+        f = tmp_path / "bad.json"
+        f.write_text(text)
+        r = CliRunner().invoke(main, ["replay", "--landscape", str(f), "--seeds", "1"])
+        assert r.exit_code == 2 and msg in r.output, r.output
+
+
+def test_replay_cli_prints_the_table_and_writes_curves(tmp_path: Path) -> None:
+    land = write_landscape(tmp_path / "l.json", lambda p: 0.5 if p == BASELINE else 1.0)
+    out = tmp_path / "replay.json"
+    r = CliRunner().invoke(main, ["replay", "--landscape", str(land), "--sampler",
+                                  "default,random", "--seeds", "2", "--budget", "5",
+                                  "--output", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "within 3%" in r.output and "default" in r.output
+    doc = json.loads(out.read_text())
+    (rep,) = doc["replays"]
+    assert rep["samplers"]["random"]["median_trials"]["0.03"] == 1.0
+    assert len(rep["samplers"]["default"]["curves"]) == 2
+    assert "Plotly.newPlot" in out.with_suffix(".html").read_text()
