@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from autotune.cli_common import device_option, storage_option
 from autotune.cli_quality import landscape, replay
+from autotune.cli_report import report, studies
 from autotune.errors import UserError
 
 if TYPE_CHECKING:
@@ -46,18 +48,6 @@ def _ops(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, .
     return tuple(k for k in OP_KINDS if k in items)
 
 
-def _storage_option(fn: F) -> F:
-    return click.option(
-        "--storage", metavar="URL", default=None,
-        help="Database URL (default: $AUTOTUNE_STORAGE or sqlite:///db/autotune.sqlite3).",
-    )(fn)
-
-
-def _device_option(fn: F) -> F:
-    return click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu",
-                        show_default=True, help="Where to tune and run.")(fn)
-
-
 class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -77,7 +67,7 @@ def main() -> None:
 @click.option("--model", default="bert-base-uncased", show_default=True,
               help="Known name (bert-base-uncased, bert-large-uncased), local directory with "
                    "config.json, or hub id.")
-@_device_option
+@device_option
 @click.option("--ops", default="all", show_default=True, callback=_ops,
               help=f"Comma-separated op kinds to tune: {', '.join(OP_KINDS)}.")
 @click.option("--batch-sizes", default="1,8", show_default=True, callback=_int_list,
@@ -98,7 +88,7 @@ def main() -> None:
                    "1e-4 float32 only.")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Where to write the tuned config (default tuned/<model>-<device>.json).")
-@_storage_option
+@storage_option
 @click.option("--trial-timeout", type=click.FloatRange(min=0, min_open=True), default=180.0,
               show_default=True, help="Seconds before a hanging measurement is killed.")
 @click.option("--time-per-trial", type=click.FloatRange(min=0, min_open=True), default=1.0,
@@ -295,8 +285,8 @@ def _export(storage: Any, model: str, device: str, tol: float, output: Path | No
 @main.command("export")
 @click.option("--model", default="bert-base-uncased", show_default=True,
               help="Model name as given to `autotune search` (a directory: its folder name).")
-@_device_option
-@_storage_option
+@device_option
+@storage_option
 @click.option("--max-rel-error", type=click.FloatRange(min=0, min_open=True, max=1),
               default=0.02, show_default=True, help="Only configs within this error qualify.")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -347,7 +337,7 @@ def _peers(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str,
               show_default=True, help="Interleaved timing budget per bucket.")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="JSON results (default: next to the config, .bench.json).")
-@_storage_option
+@storage_option
 @click.option("--seed", type=int, default=0, show_default=True)
 def bench(model: str, config_path: Path, batch_sizes: tuple[int, ...],
           seq_lens: tuple[int, ...], lengths: str, against: tuple[str, ...], seconds: float,
@@ -366,126 +356,10 @@ def bench(model: str, config_path: Path, batch_sizes: tuple[int, ...],
                            seconds, settings.storage_url(storage), output, seed), console)
 
 
-@main.command()
-@click.option("--model", default=None,
-              help="Model name as given to `autotune search` (default: the only model in the "
-                   "database).")
-@_device_option
-@_storage_option
-@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="HTML file (default reports/<model>-<device>.html); the forward-pass graph "
-                   "is written next to it as .mmd (Mermaid).")
-@click.option("--max-rel-error", type=click.FloatRange(min=0, min_open=True, max=1),
-              default=None, help="Tolerance the results are judged at (default: that of the "
-                                 "newest search).")
-@click.option("--machine", default=None, metavar="FINGERPRINT",
-              help="Machine whose studies to show, when the database holds several.")
-@click.option("--measure-peaks/--no-measure-peaks", default=True, show_default=True,
-              help="Measure this machine's peak GFLOP/s and bandwidth for the roofline when "
-                   "the database has none (a few seconds, stored once).")
-def report(model: str | None, device: str, storage: str | None, output: Path | None,
-           max_rel_error: float | None, machine: str | None, measure_peaks: bool) -> None:
-    """Write one self-contained HTML report (plotly, works offline) of what was searched,
-    what won and why: operators, time shares, roofline, per-op studies, failures."""
-    from rich.console import Console
-
-    from autotune import settings
-    from autotune.report import default_output, read_report_input, write_report
-    from autotune.report.read import models_in, pick_machine
-    from autotune.storage import open_optuna_storage, prepare_url, redact
-
-    console = Console(stderr=True)
-    url = prepare_url(settings.storage_url(storage))
-    optuna_storage = open_optuna_storage(url)
-    if model is None:
-        found = models_in(optuna_storage, device)
-        if len(found) != 1:
-            raise UserError("--model is needed: " + (
-                f"the database holds {', '.join(map(repr, found))}" if found
-                else f"the database holds no autotune studies on {device}"))
-        model = found[0]
-    fingerprint = _fingerprint(device)
-    machine = machine or pick_machine(optuna_storage, model, device, fingerprint)
-    peaks = _peaks(url, device, machine, fingerprint, measure_peaks, console)
-    with console.status(f"reading the studies of {model} …"):
-        inp = read_report_input(url, optuna_storage, model, device, fingerprint,
-                                max_rel_error, machine, peaks)
-    with console.status("writing the report …"):
-        path, mmd = write_report(inp, output or default_output(model, device), redact(url))
-    size = path.stat().st_size / 2**20
-    console.print(f"report written to {path} ({size:.1f} MiB, {len(inp.studies)} studies); "
-                  f"graph as Mermaid in {mmd}")
-
-
-def _fingerprint(device: str) -> str:
-    from autotune.fingerprint import machine
-
-    if device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            return "-"  # reporting on a GPU database from a machine without one
-    return str(machine(device)["fingerprint"])
-
-
-def _peaks(url: str, device: str, machine: str, here: str, measure: bool,
-           console: Console) -> dict[str, Any] | None:
-    """Stored peaks of ``machine``; measured and stored first when it is this machine."""
-    import torch
-
-    from autotune.storage.peaks import load_peaks, store_peaks
-
-    peaks = load_peaks(url, machine, torch.__version__)
-    if peaks is None and measure and machine == here:
-        from autotune.measure.peaks import measure_peaks
-
-        with console.status("measuring this machine's peak throughput and bandwidth once …"):
-            peaks = measure_peaks(device)
-        store_peaks(url, machine, torch.__version__, peaks)
-    return peaks
-
-
-@main.command()
-@_storage_option
-@click.option("--model", default=None, help="Only the studies of this model.")
-def studies(storage: str | None, model: str | None) -> None:
-    """List the studies in the database: op, bucket, trials by state, best result."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from autotune import settings
-    from autotune.report.read import study_summaries
-    from autotune.storage import open_optuna_storage, prepare_url, redact
-
-    url = prepare_url(settings.storage_url(storage))
-    rows = [r for r in study_summaries(open_optuna_storage(url))
-            if model is None or r["model"] == model]
-    console = Console()
-    if not console.is_terminal:
-        console.width = max(console.width, 180)
-    if not rows:
-        console.print(f"no studies in {redact(url)}" + (f" for {model!r}" if model else ""))
-        return
-    table = Table(title=f"studies in {redact(url)}")
-    for col in ("study", "op", "bucket", "device", "complete", "failed", "pruned", "running",
-                "best ms", "best ÷ ref", "tolerance", "last trial"):
-        table.add_column(col, justify="right" if col not in ("study", "op", "bucket", "device")
-                         else "left", no_wrap=col == "study")
-    for r in rows:
-        st = r["states"]
-        table.add_row(r["name"], r["op"], r["bucket"], r["device"] or "–",
-                      *(str(st[k]) for k in ("COMPLETE", "FAIL", "PRUNED", "RUNNING")),
-                      "–" if r["best_ms"] is None else f"{r['best_ms']:.3f}",
-                      "–" if r["best_ratio"] is None else f"{r['best_ratio']:.3f}",
-                      "–" if r["max_rel_error"] is None else f"{r['max_rel_error']:g}",
-                      "–" if r["updated"] is None else r["updated"].strftime("%Y-%m-%d %H:%M"))
-    console.print(table)
-    console.print("best ÷ ref: the re-measured winner's time over its reference (per-op) or "
-                  "over the per-op winners put together (model-level); lower is better.")
-
-
 main.add_command(landscape)
 main.add_command(replay)
+main.add_command(report)
+main.add_command(studies)
 
 if __name__ == "__main__":
     main()

@@ -13,10 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from autotune.cli_common import device_option, storage_option
 from autotune.errors import UserError
 
 if TYPE_CHECKING:
     from autotune.search.replay import SamplerScore
+    from autotune.space import Params
 
 OP_KINDS = ("embeddings", "qkv_proj", "attention", "attn_out", "ffn_up", "ffn_down", "pooler")
 
@@ -33,9 +35,8 @@ def landscape() -> None:
               help="Model name as given to `autotune search`.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--seq-len", type=click.IntRange(min=1), default=128, show_default=True)
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
-@click.option("--storage", metavar="URL", default=None,
-              help="Database URL (default: $AUTOTUNE_STORAGE or sqlite:///db/autotune.sqlite3).")
+@device_option
+@storage_option
 @click.option("--max-rel-error", type=click.FloatRange(min=0, min_open=True, max=1),
               default=0.02, show_default=True, help="Tolerance replays judge feasibility at.")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -123,14 +124,9 @@ def replay(paths: tuple[Path, ...], samplers: tuple[str, ...], seeds: int, budge
 
     console = Console()
     results: list[dict[str, Any]] = []
-    warm = []
+    warm: list[Params] = []
     if warm_from is not None:
-        src = load_landscape(warm_from)
-        tol = src.max_rel_error if max_rel_error is None else max_rel_error
-        ranked = sorted((r.ratio, p) for p, r in src.entries.values()
-                        if r.ratio is not None and r.status == "ok"
-                        and r.rel_error is not None and r.rel_error <= tol)
-        warm = warm_configs([[{"params": p} for _, p in ranked]])
+        warm = warm_configs([load_landscape(warm_from).ranked(max_rel_error)])
     for path in paths:
         land = load_landscape(path)
         space = load_spaces(settings.spaces_dir(None), land.device, (land.kind,))[land.kind]

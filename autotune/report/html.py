@@ -306,17 +306,32 @@ def render(inp: ReportInput, storage: str, mmd_name: str) -> str:
     page.add(roofline_section(page, rows, inp))
     page.add(per_op_section(page, inp.studies, inp.max_rel_error))
     page.add(failures_section(inp.studies))
+    if inp.replays:
+        page.add(replay_section(page, inp.replays))
     return page.render(f"autotune report: {inp.model} on {inp.device}")
 
 
-def replay_page(replays: Sequence[dict[str, Any]]) -> str:
-    """A page of replay figures (``autotune replay --output``): one per landscape."""
-    page = Page()
-    page.add("<h1>autotune replay</h1><p class=\"note\">Median over seeds of the best feasible "
-             "time ratio found so far, as % above the best config of the recording (0% drawn "
-             "at 0.1%).</p>")
+def replay_section(page: Page, replays: Sequence[dict[str, Any]]) -> str:
+    """Replay results (``autotune replay --output``): per landscape, the median trials each
+    sampler needed and its median best-so-far curve."""
+    out = ['<h2 id="replay">Search quality (replay)</h2><p class="note">Each sampler run '
+           "against a recorded landscape (every config measured once), many seeds. Trials: "
+           "median number of distinct configs until the best found is within 1/3/5% of the "
+           "recording's best. Curves: median best so far, as % above that best.</p>"]
     for r in replays:
-        title = f"{r['kind']} {r['bucket']}: {r['size']} configs, {r['seeds']} seeds"
+        title = f"{r['kind']} {r['bucket']}: {r['size']} configs, budget {r['budget']}, " \
+                f"{r['seeds']} seeds"
+        rows = [[e(name), *("> budget" if v is None else f"{v:g}"
+                            for v in s["median_trials"].values())]
+                for name, s in r["samplers"].items()]
         curves = {name: s["median_curve"] for name, s in r["samplers"].items()}
-        page.add(f"<h2>{e(title)}</h2>" + page.figure(figures.replay_figure(title, curves)))
+        out.append(f"<h3>{e(title)}</h3>"
+                   + _table(["sampler", "≤ 1%", "≤ 3%", "≤ 5%"], rows, numeric=(1, 2, 3))
+                   + page.figure(figures.replay_figure(title, curves)))
+    return "".join(out)
+
+
+def replay_page(replays: Sequence[dict[str, Any]]) -> str:
+    page = Page()
+    page.add("<h1>autotune replay</h1>" + replay_section(page, replays))
     return page.render("autotune replay")

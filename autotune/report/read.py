@@ -73,6 +73,7 @@ class ReportInput:
     peaks: dict[str, Any] | None
     generated: datetime
     trial_span: tuple[datetime, datetime] | None = None  # first trial start, last trial end
+    replays: tuple[dict[str, Any], ...] = ()  # `autotune replay --output` results to show
 
 
 def _trial_view(t: FrozenTrial) -> TrialView:

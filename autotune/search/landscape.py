@@ -47,6 +47,13 @@ class Landscape:
         hit = self.entries.get(params_key(params))
         return hit[1] if hit else MeasureResult("error", "not in the recording")
 
+    def ranked(self, tol: float | None = None) -> list[dict[str, Any]]:
+        """Feasible configs, fastest first, as ``ranked_configs`` gives them for a study."""
+        tol = self.max_rel_error if tol is None else tol
+        rows = [(r.ratio, p) for p, r in self.entries.values()
+                if r.ratio is not None and feasible(r.to_dict(), tol)]
+        return [{"params": p, "ratio": ratio} for ratio, p in sorted(rows, key=lambda x: x[0])]
+
     def best(self, tol: float | None = None) -> float:
         """The best feasible time ratio of the recording."""
         tol = self.max_rel_error if tol is None else tol

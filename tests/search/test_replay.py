@@ -164,3 +164,54 @@ def test_replay_cli_prints_the_table_and_writes_curves(tmp_path: Path) -> None:
     assert rep["samplers"]["random"]["median_trials"]["0.03"] == 1.0
     assert len(rep["samplers"]["default"]["curves"]) == 2
     assert "Plotly.newPlot" in out.with_suffix(".html").read_text()
+
+
+def test_grid_search_records_a_landscape_that_replays(tmp_path: Path,
+                                                      tiny_model_dir: Path) -> None:
+    import io
+
+    from rich.console import Console
+
+    from autotune.cli import run_search
+    from autotune.search.driver import SearchOptions
+
+    url = f"sqlite:///{tmp_path / 'at.sqlite3'}"
+    opts = SearchOptions(model=str(tiny_model_dir), batch_sizes=(1,), seq_lens=(8,),
+                         trials=1000, sampler="grid", time_per_trial=0.01, storage=url,
+                         spaces_dir=DEFAULT_SPACES_DIR, ops=("pooler",), compose_trials=0)
+    assert run_search(opts, tmp_path / "t.json", Console(file=io.StringIO())) == 0
+    out = tmp_path / "land.json"
+    args = ["landscape", "export", "--op", "pooler", "--model", "tiny-bert", "--batch-size",
+            "1", "--seq-len", "8", "--storage", url, "--output", str(out)]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    land = load_landscape(out)
+    space = pooler_space()
+    assert set(land.entries) == {params_key(p) for p in space.configs(land.context)}
+    assert f"{land.size} of the {land.size} configs" in r.output
+    curve = replay_once(land, space, "default", seed=0, budget=10)
+    assert len(curve) == 10 and min(curve) >= land.best()
+    r = CliRunner().invoke(main, [*args[:3], "ffn_up", *args[4:]])
+    assert r.exit_code == 2 and "no ffn_up b1s8 study" in r.output
+
+
+def test_report_shows_replay_results(tmp_path: Path) -> None:
+    from tests.report.recorded import load
+
+    land = write_landscape(tmp_path / "l.json", lambda p: 0.5 if p == BASELINE else 1.0)
+    rp = tmp_path / "replay.json"
+    r = CliRunner().invoke(main, ["replay", "--landscape", str(land), "--seeds", "2",
+                                  "--budget", "4", "--output", str(rp)])
+    assert r.exit_code == 0, r.output
+    url = f"sqlite:///{tmp_path / 'rec.sqlite3'}"
+    load(url)
+    page = tmp_path / "r.html"
+    r = CliRunner().invoke(main, ["report", "--storage", url, "--no-measure-peaks",
+                                  "--output", str(page), "--replay", str(rp)])
+    assert r.exit_code == 0, r.output
+    html = page.read_text()
+    assert 'id="replay"' in html and "pooler b1s8: 42 configs, budget 4, 2 seeds" in html
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    r = CliRunner().invoke(main, ["report", "--storage", url, "--replay", str(bad)])
+    assert r.exit_code == 2 and "not the output of `autotune replay" in r.output
