@@ -59,19 +59,29 @@ def matching_studies(storage: optuna.storages.BaseStorage, model: str, device: s
     return out
 
 
-def composed_config(storage: optuna.storages.BaseStorage, model: str, device: str,
-                    fingerprint: str, max_rel_error: float) -> dict[str, Any] | None:
-    """The newest model-level composition judged at this tolerance, if any."""
-    best = None
-    for s in storage.get_all_studies():
+def newest_composition(storage: optuna.storages.BaseStorage, model: str, device: str,
+                       fingerprint: str, max_rel_error: float,
+                       ) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """(final, study attributes) of the newest model-level study judged at this tolerance."""
+    found = None
+    for s in storage.get_all_studies():  # storage order: oldest first
         a = s.user_attrs
         final = a.get("final") or {}
         if a.get("compose") and a.get("model") == model and a.get("device") == device \
                 and a.get("machine") == fingerprint and final.get("max_rel_error") == max_rel_error:
-            best = final["config"]
-    if best is not None:
-        validate(best)
-    return best
+            found = (final, a)
+    return found
+
+
+def composed_config(storage: optuna.storages.BaseStorage, model: str, device: str,
+                    fingerprint: str, max_rel_error: float) -> dict[str, Any] | None:
+    """The config of the newest model-level composition judged at this tolerance, if any."""
+    found = newest_composition(storage, model, device, fingerprint, max_rel_error)
+    if found is None:
+        return None
+    config: dict[str, Any] = found[0]["config"]
+    validate(config)
+    return config
 
 
 def build_config(storage: optuna.storages.BaseStorage, model: str, device: str,

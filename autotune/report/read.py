@@ -17,7 +17,7 @@ from optuna.distributions import CategoricalDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from autotune.errors import UserError
-from autotune.export import build_config, matching_studies
+from autotune.export import build_config, matching_studies, newest_composition
 from autotune.models.bert import BertArch
 from autotune.storage.bench import latest_bench
 from autotune.storage.results import trial_counts
@@ -142,15 +142,11 @@ def pick_machine(storage: optuna.storages.BaseStorage, model: str, device: str,
 
 def _composition(storage: optuna.storages.BaseStorage, model: str, device: str, machine: str,
                  tol: float) -> dict[str, Any] | None:
-    best = None
-    for s in storage.get_all_studies():
-        a = s.user_attrs
-        final = a.get("final") or {}
-        if a.get("compose") and a.get("model") == model and a.get("device") == device \
-                and a.get("machine") == machine and final.get("max_rel_error") == tol:
-            best = {k: v for k, v in final.items() if k != "config"}
-            best["lengths"] = a.get("lengths")
-    return best
+    found = newest_composition(storage, model, device, machine, tol)
+    if found is None:
+        return None
+    final, attrs = found
+    return {**{k: v for k, v in final.items() if k != "config"}, "lengths": attrs.get("lengths")}
 
 
 def read_report_input(url: str, storage: optuna.storages.BaseStorage, model: str, device: str,
