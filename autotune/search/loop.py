@@ -148,14 +148,27 @@ def _local_step(study: optuna.Study, configs: list[Params], seen: set[str], tol:
                 rng: random.Random) -> Params | None:
     """An unseen config one step from the best feasible config so far (hill climbing): on
     these spaces most parameters act nearly independently, so the best config's neighbours
-    are where the next improvement usually is."""
+    are where the next improvement usually is. The parameter to change is drawn first, then
+    its value: drawing among neighbours directly would mostly vary the parameters with many
+    values (row blocks, the other variant's settings)."""
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
             if t.value is not None and feasible(t.user_attrs, tol)]
     if not done:
         return None
     center = min(done, key=lambda t: t.value or 0.0).params
-    near = [c for c in configs if params_key(c) not in seen and distance(c, center) == 1]
-    return rng.choice(near) if near else None
+    by_param: dict[str, list[Params]] = {}
+    for c in configs:
+        if params_key(c) not in seen and distance(c, center) == 1:
+            by_param.setdefault(_changed(c, center), []).append(c)
+    if not by_param:
+        return None
+    return rng.choice(by_param[rng.choice(sorted(by_param))])
+
+
+def _changed(config: Params, center: Params) -> str:
+    if config.get("variant") != center.get("variant"):
+        return "variant"
+    return next(k for k in config.keys() & center.keys() if config[k] != center[k])
 
 
 def warm_configs(rankings: Sequence[Sequence[dict[str, Any]]], k: int = 3) -> list[Params]:
