@@ -157,7 +157,7 @@ def header(inp: ReportInput, storage: str) -> str:
     nav = "".join(f'<a href="#{i}">{t}</a>' for i, t in (
         ("summary", "Summary"), ("ops", "Operators"), ("time", "Where the time goes"),
         ("graph", "Forward pass"), ("roofline", "Roofline"), ("per-op", "Per operator"),
-        ("failures", "Failures")))
+        ("failures", "Failures"), *([("replay", "Search quality")] if inp.replays else [])))
     return (f"<h1>autotune report: {e(inp.model)} on {e(inp.device)}</h1><nav>{nav}</nav>"
             f'<dl class="meta">{dl}</dl>')
 

@@ -211,6 +211,7 @@ def test_report_shows_replay_results(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     html = page.read_text()
     assert 'id="replay"' in html and "pooler b1s8: 42 configs, budget 4, 2 seeds" in html
+    assert '<a href="#replay">Search quality</a>' in html
     bad = tmp_path / "bad.json"
     bad.write_text("{}")
     r = CliRunner().invoke(main, ["report", "--storage", url, "--replay", str(bad)])
