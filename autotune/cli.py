@@ -108,12 +108,15 @@ def main() -> None:
               help="Try the best configs of the buckets already searched first.")
 @click.option("--patience", type=click.IntRange(min=1), default=None,
               help="Stop a study early after this many configs without a new best.")
+@click.option("--wait", is_flag=True,
+              help="If another search is writing the same SQLite file, wait for it instead "
+                   "of stopping with a message.")
 def search(model: str, device: str, ops: tuple[str, ...], batch_sizes: tuple[int, ...],
            seq_lens: tuple[int, ...], trials: int, timeout: float | None, sampler: str,
            seed: int, max_rel_error: float, output: Path | None, storage: str | None,
            trial_timeout: float, time_per_trial: float, spaces: Path | None, lengths: str,
            compose_trials: int, local_search: bool, warm_start: bool,
-           patience: int | None) -> None:
+           patience: int | None, wait: bool) -> None:
     """Tune every operator of MODEL, store every trial, export the best config.
 
     One Optuna study per (model, op kind, shape bucket, device, machine). Each candidate is
@@ -134,7 +137,7 @@ def search(model: str, device: str, ops: tuple[str, ...], batch_sizes: tuple[int
         spaces_dir=settings.spaces_dir(str(spaces) if spaces else None),
         trial_timeout=trial_timeout, time_per_trial=time_per_trial,
         compose_trials=compose_trials, lengths=lengths, warm_start=warm_start,
-        patience=patience, local_every=DEFAULT_LOCAL_EVERY if local_search else 0,
+        patience=patience, local_every=DEFAULT_LOCAL_EVERY if local_search else 0, wait=wait,
     )
     from autotune.bench.lengths import parse_lengths
 
@@ -155,7 +158,18 @@ def _check_device(device: str) -> None:
 
 def run_search(opts: SearchOptions, output: Path | None, console: Console,
                preload: Sequence[str] = ()) -> int:
-    """Run the search with a progress bar, print the summary, export. Returns the exit code."""
+    """Run the search with a progress bar, print the summary, export. Returns the exit code.
+    On SQLite, only while no other search writes the same file (see ``storage.lock``)."""
+    from autotune.storage import prepare_url
+    from autotune.storage.lock import writer_lock
+
+    with writer_lock(prepare_url(opts.storage), opts.wait,
+                     lambda msg: console.print(f"[yellow]{msg}[/]")):
+        return _run_search(opts, output, console, preload)
+
+
+def _run_search(opts: SearchOptions, output: Path | None, console: Console,
+                preload: Sequence[str]) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from autotune.models.bert import resolve_model

@@ -52,6 +52,7 @@ class SearchOptions:
     warm_start: bool = True  # try other buckets' best configs of the same op kind early
     patience: int | None = None  # stop a study after this many configs without a new best
     local_every: int = DEFAULT_LOCAL_EVERY  # hill-climbing step every n-th new config
+    wait: bool = False  # SQLite: queue behind another search writing the file
     lengths: str = "fixed"  # sequence-length mix the model-level study is judged on
     preload: tuple[str, ...] = ()  # extra variant modules for the worker (tests, plugins)
 

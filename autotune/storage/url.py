@@ -23,7 +23,8 @@ def redact(url: str) -> str:
         return "<unparseable storage URL>"
 
 
-def _sqlite_path(url: str) -> Path | None:
+def sqlite_path(url: str) -> Path | None:
+    """The database file of an SQLite URL (None for other databases and in-memory)."""
     u = make_url(url)
     if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:":
         return None
@@ -37,7 +38,7 @@ def prepare_url(url: str) -> str:
     except ArgumentError:
         raise UserError(f"storage URL {redact(url)!r} is not a database URL "
                         "(e.g. sqlite:///db/autotune.sqlite3)") from None
-    path = _sqlite_path(url)
+    path = sqlite_path(url)
     if path is None:
         return url
     path.parent.mkdir(parents=True, exist_ok=True)
