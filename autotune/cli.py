@@ -20,6 +20,7 @@ from autotune.errors import UserError
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from autotune.models.bert import ResolvedModel
     from autotune.search.driver import SearchOptions, StudyOutcome
 
 OP_KINDS = ("embeddings", "qkv_proj", "attention", "attn_out", "ffn_up", "ffn_down", "pooler")
@@ -160,24 +161,26 @@ def run_search(opts: SearchOptions, output: Path | None, console: Console,
                preload: Sequence[str] = ()) -> int:
     """Run the search with a progress bar, print the summary, export. Returns the exit code.
     On SQLite, only while no other search writes the same file (see ``storage.lock``)."""
+    from autotune.models.bert import resolve_model
+    from autotune.search.driver import check_spaces
     from autotune.storage import prepare_url
     from autotune.storage.lock import writer_lock
 
-    with writer_lock(prepare_url(opts.storage), opts.wait,
-                     lambda msg: console.print(f"[yellow]{msg}[/]")):
-        return _run_search(opts, output, console, preload)
+    started, t0 = datetime.now(UTC), time.monotonic()
+    resolved = resolve_model(opts.model)
+    check_spaces(opts, resolved)  # bad input: one line, nothing written
+    url = prepare_url(opts.storage)
+    with writer_lock(url, opts.wait, lambda msg: console.print(f"[yellow]{msg}[/]")):
+        return _run_search(opts, resolved, output, console, preload, started, t0)
 
 
-def _run_search(opts: SearchOptions, output: Path | None, console: Console,
-                preload: Sequence[str]) -> int:
+def _run_search(opts: SearchOptions, resolved: ResolvedModel, output: Path | None,
+                console: Console, preload: Sequence[str], started: datetime, t0: float) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from autotune.models.bert import resolve_model
     from autotune.search.driver import Searcher
     from autotune.storage import redact
 
-    started, t0 = datetime.now(UTC), time.monotonic()
-    resolved = resolve_model(opts.model)
     if resolved.notice:
         console.print(f"[yellow]note:[/] {resolved.notice}")
     opts.preload = tuple(preload) or opts.preload

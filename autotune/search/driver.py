@@ -17,6 +17,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from autotune.errors import UserError
 from autotune.measure import MeasureResult, MeasureTask, MeasureWorker
 from autotune.models.bert import OP_KINDS, Bucket, OpInstance, ResolvedModel, workload
 from autotune.search.keys import StudyIdentity, config_key
@@ -70,6 +71,18 @@ class StudyOutcome:
 
 
 Progress = Callable[[str, int], None]  # (description, trials finished since last call)
+
+
+def check_spaces(opts: SearchOptions, resolved: ResolvedModel) -> None:
+    """Fail before anything is written if a space leaves some op instance no legal config
+    (its constraints exclude every one), rather than spending the budget on pruned trials."""
+    spaces = load_spaces(opts.spaces_dir, opts.device, opts.ops)
+    for inst in workload(resolved.arch, opts.buckets):
+        if inst.kind in opts.ops and not any(True for _ in spaces[inst.kind].configs(
+                space_context(inst.kind, resolved.arch, inst.bucket))):
+            raise UserError(f"{opts.spaces_dir / opts.device / inst.kind}.yaml: the "
+                            f"constraints exclude every config for {inst.kind} "
+                            f"{inst.bucket.label}")
 
 
 class Searcher:
