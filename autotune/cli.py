@@ -109,6 +109,9 @@ def main() -> None:
               help="Try the best configs of the buckets already searched first.")
 @click.option("--patience", type=click.IntRange(min=1), default=None,
               help="Stop a study early after this many configs without a new best.")
+@click.option("--heartbeat", type=click.IntRange(min=1), default=None, metavar="SECONDS",
+              help="Shared (PostgreSQL) databases: seconds between a trial's heartbeats; a "
+                   "trial silent for three is failed and retried (default 10).")
 @click.option("--wait", is_flag=True,
               help="If another search is writing the same SQLite file, wait for it instead "
                    "of stopping with a message.")
@@ -117,7 +120,7 @@ def search(model: str, device: str, ops: tuple[str, ...], batch_sizes: tuple[int
            seed: int, max_rel_error: float, output: Path | None, storage: str | None,
            trial_timeout: float, time_per_trial: float, spaces: Path | None, lengths: str,
            compose_trials: int, local_search: bool, warm_start: bool,
-           patience: int | None, wait: bool) -> None:
+           patience: int | None, heartbeat: int | None, wait: bool) -> None:
     """Tune every operator of MODEL, store every trial, export the best config.
 
     One Optuna study per (model, op kind, shape bucket, device, machine). Each candidate is
@@ -139,6 +142,7 @@ def search(model: str, device: str, ops: tuple[str, ...], batch_sizes: tuple[int
         trial_timeout=trial_timeout, time_per_trial=time_per_trial,
         compose_trials=compose_trials, lengths=lengths, warm_start=warm_start,
         patience=patience, local_every=DEFAULT_LOCAL_EVERY if local_search else 0, wait=wait,
+        heartbeat=heartbeat,
     )
     from autotune.bench.lengths import parse_lengths
 

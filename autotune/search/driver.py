@@ -8,6 +8,8 @@ feasible configs are measured again with more repeats and the winner is stored o
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +28,7 @@ from autotune.search.samplers import DEFAULT_LOCAL_EVERY, make_sampler
 from autotune.search.spaces import load_spaces, space_context
 from autotune.space import Params
 from autotune.storage import MeasurementCache, open_optuna_storage, prepare_url
+from autotune.storage.claims import Claims
 from autotune.storage.results import FINISHED, feasible, params_key, ranked_configs, trial_counts
 
 COPIES_CAP = 8  # weight copies rotated per op: enough to defeat caches, bounded in memory
@@ -54,6 +57,7 @@ class SearchOptions:
     patience: int | None = None  # stop a study after this many configs without a new best
     local_every: int = DEFAULT_LOCAL_EVERY  # hill-climbing step every n-th new config
     wait: bool = False  # SQLite: queue behind another search writing the file
+    heartbeat: int | None = None  # shared databases: seconds between a trial's heartbeats
     lengths: str = "fixed"  # sequence-length mix the model-level study is judged on
     preload: tuple[str, ...] = ()  # extra variant modules for the worker (tests, plugins)
 
@@ -98,7 +102,7 @@ class Searcher:
         self.url = prepare_url(opts.storage)
         # Trials are reported by the progress bar and the summary, not by Optuna's log lines.
         optuna.logging.set_verbosity(optuna.logging.ERROR)
-        self.storage = open_optuna_storage(self.url)
+        self.storage = open_optuna_storage(self.url, opts.heartbeat)
         self.cache = MeasurementCache(self.url)
         self.worker = MeasureWorker(opts.preload)
         self.deadline = None if opts.timeout is None else time.monotonic() + opts.timeout
@@ -172,22 +176,42 @@ class Searcher:
                 if t.state in FINISHED}
         self.progress(desc, min(len(done), self.opts.trials))
 
-        def measure(params: Params) -> tuple[MeasureResult, bool]:
+        # Workers sharing a database split the budget through claims (see storage.claims).
+        claims = None if self.url.startswith("sqlite") else Claims(
+            self.url, ident.key, self.opts.trials, f"{socket.gethostname()}:{os.getpid()}")
+
+        def measure(params: Params, trial: optuna.Trial) -> tuple[MeasureResult, bool] | str:
             key = config_key(ident.key, params)
             res = self.cache.get(key)
             if res is not None:
                 return res, True
+            if claims is not None:
+                # marked before claiming, so a claim is never left without a trial to release it
+                trial.set_user_attr("config_key", key)
+                trial.set_user_attr("worker", claims.worker)
+                got = claims.claim(key)
+                if got is None:
+                    return "shared budget spent"
+                if not got:
+                    return "in flight in another worker"
             res = self.worker.run(self.task(inst, params, self.opts.time_per_trial),
                                   self.opts.trial_timeout, lambda: self.stop_requested)
             if res.status != "interrupted":  # not a property of the config: not cached
                 self.cache.put(key, ident.key, params, res)
+            elif claims is not None:
+                claims.release(key)
             return res, False
 
         policy = LoopPolicy(self.opts.trials, self.opts.sampler, self.opts.seed,
                             self.opts.max_rel_error, self.warm_start(inst), self.opts.patience,
                             self.opts.local_every)
-        run_trials(study, space, ctx, policy, measure, self.out_of_time,
-                   lambda: self.progress(desc, 1))
+        try:
+            run_trials(study, space, ctx, policy, measure, self.out_of_time,
+                       lambda: self.progress(desc, 1),
+                       None if claims is None else claims.free)
+        finally:
+            if claims is not None:
+                claims.close()
         final = None if self.stop_requested else self.remeasure(study, inst)
         return StudyOutcome(ident, inst, final, trial_counts(study, self.opts.max_rel_error))
 

@@ -6,11 +6,14 @@ both run this same loop, so what replay shows about the search is true of the se
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
+from optuna.storages import fail_stale_trials
+from optuna.storages._heartbeat import get_heartbeat_thread
 from optuna.trial import TrialState
 
 from autotune.measure import MeasureResult
@@ -18,8 +21,9 @@ from autotune.search.objective import suggest
 from autotune.space import Params, Space
 from autotune.storage.results import FINISHED, feasible, params_key
 
-#: What measuring one config gives: its result and whether it came from a cache.
-Measure = Callable[[Params], tuple[MeasureResult, bool]]
+#: What measuring one config gives: its result and whether it came from a cache; or, from a
+#: worker sharing the study, the reason it was not measured here (the trial is PRUNED).
+Measure = Callable[[Params, optuna.Trial], "tuple[MeasureResult, bool] | str"]
 
 IMPROVEMENT = 0.005  # a new best must beat the old one by 0.5% to reset --patience
 
@@ -71,13 +75,18 @@ def _enqueue_first(study: optuna.Study, space: Space, ctx: dict[str, Any], polic
 
 def run_trials(study: optuna.Study, space: Space, ctx: dict[str, Any], policy: LoopPolicy,
                measure: Measure, stop: Callable[[], bool] = lambda: False,
-               on_new: Callable[[], None] = lambda: None) -> None:
+               on_new: Callable[[], None] = lambda: None,
+               budget_left: Callable[[], int] | None = None) -> None:
     """Run trials until ``policy.trials`` distinct configs have a result in ``study``.
 
     A proposal the study has already seen is answered from the cache (no measurement, not
     counted) and an unseen config is queued next, so a sampler stuck on one noisy favourite
     cannot spend the budget on repeats. A proposal that breaks a constraint is PRUNED, not
     measured and not counted.
+
+    Workers sharing the study pass ``budget_left`` (the study's free claims): the budget is
+    then the study's, not this worker's, and a worker whose budget is spent waits while
+    trials of other workers still run, since a dead worker's trial comes back to be retried.
     """
     seen = {params_key(t.params) for t in study.get_trials(deepcopy=False)
             if t.state in FINISHED}
@@ -90,7 +99,18 @@ def run_trials(study: optuna.Study, space: Space, ctx: dict[str, Any], policy: L
     asks, new = 0, 0
     rng = random.Random(policy.seed)
     local_every = 0 if policy.sampler == "grid" else policy.local_every
-    while remaining > 0 and asks < 5 * policy.trials + 20 and not stop():
+    while asks < 5 * policy.trials + 20 and not stop():
+        if budget_left is not None:
+            fail_stale_trials(study)  # a dead worker's trial: failed, released, queued again
+            seen |= {params_key(t.params) for t in study.get_trials(deepcopy=False)
+                     if t.state in FINISHED}
+            if budget_left() <= 0 and not _waiting(study):
+                if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                    break
+                time.sleep(1.0)
+                continue
+        elif remaining <= 0:
+            break
         asks += 1
         if local_every and new % local_every == local_every - 1 \
                 and not _waiting(study):
@@ -104,7 +124,13 @@ def run_trials(study: optuna.Study, space: Space, ctx: dict[str, Any], policy: L
             trial.set_user_attr("reason", f"constraint: {broken}")
             study.tell(trial, state=TrialState.PRUNED)
             continue
-        res, cached = measure(params)
+        with get_heartbeat_thread(trial._trial_id, study._storage):
+            got = measure(params, trial)
+        if isinstance(got, str):  # another worker has it, or the shared budget is spent
+            trial.set_user_attr("reason", got)
+            study.tell(trial, state=TrialState.PRUNED)
+            continue
+        res, cached = got
         tell(study, trial, res, policy.tol, cached)
         if res.status == "interrupted":  # not a property of the config
             break

@@ -51,7 +51,7 @@ def replay_once(land: Landscape, space: Space, name: str, seed: int, budget: int
     best = math.inf
     last: list[MeasureResult] = []
 
-    def measure(params: Params) -> tuple[MeasureResult, bool]:
+    def measure(params: Params, trial: optuna.Trial) -> tuple[MeasureResult, bool]:
         res = land.lookup(params)
         last[:] = [res]
         return res, False

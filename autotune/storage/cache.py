@@ -8,11 +8,12 @@ versioned: a change of the row format starts a new table instead of misreading o
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import DateTime, Engine, String, Text, create_engine, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from autotune.measure.result import MeasureResult
@@ -24,9 +25,17 @@ class Base(DeclarativeBase):
 
 
 def open_engine(url: str) -> Engine:
-    """An engine on ``url`` with autotune's tables created (idempotent)."""
+    """An engine on ``url`` with autotune's tables created (idempotent, and safe when several
+    workers start at once: the loser of a creation race sees the tables on its retry)."""
     engine = create_engine(url, **engine_kwargs(url))
-    Base.metadata.create_all(engine, checkfirst=True)
+    for attempt in range(5):
+        try:
+            Base.metadata.create_all(engine, checkfirst=True)
+            break
+        except (IntegrityError, ProgrammingError):
+            if attempt == 4:
+                raise
+            time.sleep(0.2 * (attempt + 1))
     return engine
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import sqlite3
+import time
+import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -61,16 +63,40 @@ def engine_kwargs(url: str) -> dict[str, object]:
     return {"pool_pre_ping": True}
 
 
-def open_optuna_storage(url: str) -> optuna.storages.RDBStorage:
-    import optuna
-    from sqlalchemy.exc import OperationalError, SQLAlchemyError
+HEARTBEAT_S = 10  # shared databases: a worker's trial is stale after 3 missed heartbeats
 
-    try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url))
-    except OperationalError as e:
-        raise UserError(f"cannot open storage {redact(url)}: "
-                        f"{str(e.orig).strip().splitlines()[0]}") from None
-    except SQLAlchemyError as e:
-        raise UserError(f"cannot open storage {redact(url)}: {type(e).__name__}") from None
-    except ImportError as e:
-        raise UserError(f"cannot open storage {redact(url)}: missing driver ({e.name})") from None
+
+def open_optuna_storage(url: str, heartbeat: int | None = None) -> optuna.storages.RDBStorage:
+    """Optuna's RDB storage on ``url``. On a shared database (anything but SQLite) trials send
+    heartbeats; a trial whose worker died is failed after three missed beats, its claim is
+    released and it is queued again (see ``claims``)."""
+    import optuna
+    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
+
+    # heartbeats, stale-trial retry and fail_stale_trials are marked experimental in Optuna
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    kwargs: dict[str, Any] = {"engine_kwargs": engine_kwargs(url)}
+    if make_url(url).get_backend_name() != "sqlite":
+        from autotune.storage.claims import retry_stale
+
+        beat = heartbeat or HEARTBEAT_S
+        kwargs.update(heartbeat_interval=beat, grace_period=3 * beat,
+                      heartbeat_stale_trial_callback=retry_stale(url))
+    for attempt in range(5):
+        try:
+            return optuna.storages.RDBStorage(url, **kwargs)
+        except (IntegrityError, ProgrammingError):
+            if attempt == 4:  # several workers creating the tables at once: the loser retries
+                raise UserError(f"cannot open storage {redact(url)}: tables could not be "
+                                "created") from None
+            time.sleep(0.2 * (attempt + 1))
+        except OperationalError as e:
+            raise UserError(f"cannot open storage {redact(url)}: "
+                            f"{str(e.orig).strip().splitlines()[0]}") from None
+        except SQLAlchemyError as e:
+            raise UserError(f"cannot open storage {redact(url)}: {type(e).__name__}") from None
+        except ImportError as e:
+            hint = " (pip install 'autotune[postgres]')" if e.name == "psycopg" else ""
+            raise UserError(f"cannot open storage {redact(url)}: missing driver "
+                            f"({e.name}){hint}") from None
+    raise AssertionError("unreachable")
