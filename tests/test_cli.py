@@ -80,3 +80,23 @@ def test_help_explains() -> None:
     assert result.exit_code == 0
     for flag in ("--model", "--trials", "--sampler", "--max-rel-error", "--storage", "--timeout"):
         assert flag in result.output
+
+
+@pytest.mark.parametrize(("model", "message"), [
+    ("someone/not-a-bert", "unknown model 'someone/not-a-bert'"),
+    ("MALFORMED", "config.json"),
+])
+def test_bad_models_are_one_line_and_write_nothing(model: str, message: str, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    if model == "MALFORMED":
+        bad = tmp_path / "bad-bert"
+        bad.mkdir()
+        (bad / "config.json").write_text('{"model_type": "bert", "hidden_size": ')
+        model = str(bad)
+    db = tmp_path / "x.sqlite3"
+    r = CliRunner().invoke(main, ["search", "--model", model, "--storage", f"sqlite:///{db}"])
+    assert r.exit_code == 2 and message in r.output, r.output
+    assert len(r.output.strip().splitlines()) == 1 and "Traceback" not in r.output
+    assert not list(tmp_path.glob("x.sqlite3*"))

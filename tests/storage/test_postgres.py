@@ -13,7 +13,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, make_url, text
 
 pytestmark = pytest.mark.postgres
 BUDGET = 8
@@ -60,10 +60,21 @@ def test_three_workers_share_the_budget_and_survive_a_sigkill(
     assert victim.poll() is None, victim.communicate()[0]
     victim.send_signal(signal.SIGKILL)  # mid-trial: no handler, no cleanup
     victim.wait()
+    password = make_url(pg_url).password
+    assert password
     for p in procs[1:]:
         out, _ = p.communicate(timeout=600)
         assert p.returncode == 0, out
         assert "Traceback" not in out
+        assert password not in out and "***" in out  # the log shows the URL redacted
+    for f in tmp_path.glob("w*.json"):
+        assert password not in f.read_text()
+    page = tmp_path / "report.html"
+    r = subprocess.run([sys.executable, "-m", "autotune.cli", "report", "--storage", pg_url,
+                        "--no-measure-peaks", "--output", str(page)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert password not in page.read_text() + r.stdout + r.stderr
 
     storage = optuna.storages.RDBStorage(pg_url)
     studies = storage.get_all_studies()
