@@ -14,7 +14,7 @@ from typing import Any
 
 from autotune.models.bert import OP_KINDS, BertArch, Bucket, op_cost, workload
 from autotune.report.read import ReportInput, StudyView, TrialView
-from autotune.storage.results import precision_of
+from autotune.storage.results import params_key, precision_of
 
 
 @dataclass(frozen=True)
@@ -147,7 +147,7 @@ def latency_vs_error(study: StudyView, tol: float) -> list[ErrorPoint]:
     seen: dict[str, TrialView] = {}
     for t in study.trials:
         if t.state == "COMPLETE" and t.value is not None and t.rel_error is not None:
-            seen.setdefault(repr(sorted(t.params.items())), t)
+            seen.setdefault(params_key(t.params), t)
     trials = list(seen.values())
     front = set(pareto_front([(t.rel_error or 0.0, t.value or 0.0) for t in trials]))
     return [ErrorPoint(t.number, t.rel_error or 0.0, t.value or 0.0,
@@ -245,7 +245,7 @@ def failure_groups(studies: Iterable[StudyView]) -> list[FailureGroup]:
         for t in s.trials:
             if t.state not in ("FAIL", "PRUNED"):
                 continue
-            key = repr(sorted(t.params.items()))
+            key = params_key(t.params)
             if key in seen:
                 continue
             seen.add(key)

@@ -20,7 +20,7 @@ from autotune.errors import UserError
 from autotune.export import build_config, matching_studies, newest_composition
 from autotune.models.bert import BertArch
 from autotune.storage.bench import latest_bench
-from autotune.storage.results import trial_counts
+from autotune.storage.results import params_key, trial_counts
 from autotune.storage.runs import search_runs
 
 _SAMPLER = optuna.samplers.RandomSampler()  # loading a study needs one; never used
@@ -101,7 +101,7 @@ def importances(study: optuna.Study) -> dict[str, float]:
     """fANOVA importance of each parameter for the speed ratio, over complete trials; empty
     when the study is too small or its parameters never vary."""
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
-    if len({repr(sorted(t.params.items())) for t in done}) < 3:
+    if len({params_key(t.params) for t in done}) < 3:
         return {}
     evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
     try:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import DateTime, Integer, String, UniqueConstraint, delete, func, select
+from sqlalchemy import DateTime, Integer, String, UniqueConstraint, delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
@@ -76,11 +76,6 @@ class Claims:
                                           Claim.config_key == config_key,
                                           Claim.worker == (worker or self.worker)))
             s.commit()
-
-    def count(self) -> int:
-        with Session(self.engine) as s:
-            return int(s.scalar(select(func.count()).select_from(Claim).where(
-                Claim.study_key == self.study_key)) or 0)
 
     def close(self) -> None:
         self.engine.dispose()
