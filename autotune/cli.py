@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from autotune.cli_common import device_option, storage_option
+from autotune.cli_common import OP_KINDS, SAMPLERS, device_option, storage_option
 from autotune.cli_quality import landscape, replay
 from autotune.cli_report import report, studies
 from autotune.errors import UserError
@@ -23,8 +23,6 @@ if TYPE_CHECKING:
     from autotune.models.bert import ResolvedModel
     from autotune.search.driver import SearchOptions, StudyOutcome
 
-OP_KINDS = ("embeddings", "qkv_proj", "attention", "attn_out", "ffn_up", "ffn_down", "pooler")
-SAMPLERS = ("tpe", "random", "grid", "gp")
 F = TypeVar("F", bound=Callable[..., Any])
 
 

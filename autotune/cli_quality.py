@@ -13,14 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from autotune.cli_common import device_option, storage_option
+from autotune.cli_common import OP_KINDS, device_option, storage_option
 from autotune.errors import UserError
 
 if TYPE_CHECKING:
     from autotune.search.replay import SamplerScore
     from autotune.space import Params
 
-OP_KINDS = ("embeddings", "qkv_proj", "attention", "attn_out", "ffn_up", "ffn_down", "pooler")
 
 
 @click.group()

@@ -100,3 +100,11 @@ def test_bad_models_are_one_line_and_write_nothing(model: str, message: str, tmp
     assert r.exit_code == 2 and message in r.output, r.output
     assert len(r.output.strip().splitlines()) == 1 and "Traceback" not in r.output
     assert not list(tmp_path.glob("x.sqlite3*"))
+
+
+def test_cli_names_match_the_registries() -> None:
+    from autotune.cli_common import OP_KINDS, SAMPLERS
+    from autotune.models.bert import OP_KINDS as KINDS
+    from autotune.search.samplers import SAMPLERS as NAMES
+
+    assert OP_KINDS == KINDS and SAMPLERS == NAMES
