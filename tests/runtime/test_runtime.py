@@ -59,15 +59,20 @@ def test_apply_matches_hf(gemm: dict, precision: str, bound: float) -> None:
     assert out[0] is out.last_hidden_state and out["pooler_output"] is out.pooler_output
 
 
-def test_head_model_keeps_working() -> None:
-    torch.manual_seed(0)
-    model = BertForSequenceClassification(BertConfig(**TINY.to_dict(), num_labels=3)).eval()
+def _logits_before_and_after_apply(model: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """A head model's logits in float32 HF, then with a float32 tuned config applied."""
     inputs = _inputs()
     with torch.no_grad():
         ref = model(**inputs).logits
     autotune.apply(model, make_config(TINY, choices(F32_GEMM, "float32"), [(4, 16)]))
     with torch.no_grad():
-        out = model(**inputs).logits
+        return ref, model(**inputs).logits
+
+
+def test_head_model_keeps_working() -> None:
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(BertConfig(**TINY.to_dict(), num_labels=3)).eval()
+    ref, out = _logits_before_and_after_apply(model)
     assert torch.allclose(out, ref, atol=1e-5)
 
 
@@ -93,13 +98,7 @@ def test_masked_lm_without_pooler() -> None:
     from transformers import BertForMaskedLM
 
     torch.manual_seed(0)
-    model = BertForMaskedLM(HF_CONFIG).eval()
-    inputs = _inputs()
-    with torch.no_grad():
-        ref = model(**inputs).logits
-    autotune.apply(model, make_config(TINY, choices(F32_GEMM, "float32"), [(4, 16)]))
-    with torch.no_grad():
-        out = model(**inputs).logits
+    ref, out = _logits_before_and_after_apply(BertForMaskedLM(HF_CONFIG).eval())
     assert torch.allclose(out, ref, atol=1e-4)
 
 
