@@ -1,9 +1,16 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
+import torch
+
+# Without a GPU, Triton kernels run in Triton's CPU interpreter. Set before triton is first
+# imported (it reads the variable when a kernel is defined); worker processes inherit it.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from autotune.models.bert import BertArch
 
@@ -24,3 +31,7 @@ def tiny_model_dir(tmp_path: Path) -> Path:
     cfg = {"model_type": "bert", "architectures": ["BertModel"], **TINY.to_dict()}
     (d / "config.json").write_text(json.dumps(cfg))
     return d
+
+
+#: where Triton kernels and CUDA variants run in tests: the GPU, or the CPU interpreter
+KERNEL_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"

@@ -11,7 +11,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from autotune.kernels.cpu import with_threads
 from autotune.models.bert import BertArch, Bucket
-from autotune.ops import common
+from autotune.ops import common, cuda
 from autotune.ops.registry import OpFn, OpSpec, Tensors, register_op, variant
 from autotune.space import Value
 
@@ -66,7 +66,12 @@ def _eager(w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Bucket) -
 
 @variant("attention", "sdpa")
 def _sdpa(w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Bucket) -> OpFn:
-    backend = SDPA_BACKENDS[str(p["backend"])]
+    return with_threads(sdpa(p, SDPA_BACKENDS), int(p["threads"]))
+
+
+def sdpa(p: Mapping[str, Value], backends: Mapping[str, SDPBackend]) -> OpFn:
+    """torch's SDPA restricted to the config's backend, with the config's mask form."""
+    backend = backends[str(p["backend"])]
     mask_key = "mask_bool" if p["mask"] == "boolean" else "mask_add"
 
     def run(inp: Tensors) -> torch.Tensor:
@@ -75,4 +80,29 @@ def _sdpa(w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Bucket) ->
                 inp["q"], inp["k"], inp["v"], attn_mask=inp[mask_key])
         return merge_heads(ctx)
 
-    return with_threads(run, int(p["threads"]))
+    return run
+
+
+# -- CUDA --------------------------------------------------------------------------------------
+
+CUDA_SDPA_BACKENDS = {"flash": SDPBackend.FLASH_ATTENTION,
+                      "efficient": SDPBackend.EFFICIENT_ATTENTION,
+                      "cudnn": SDPBackend.CUDNN_ATTENTION, "math": SDPBackend.MATH}
+
+
+@variant("attention", "triton_flash", cuda.DEVICE)
+def _cuda_flash(w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Bucket) -> OpFn:
+    from autotune.kernels.triton import flash_attention
+
+    blocks = {k: int(p[k]) for k in ("block_m", "block_n", "num_warps", "num_stages")}
+    return lambda inp: flash_attention(inp["q"], inp["k"], inp["v"], inp["mask_add"], **blocks)
+
+
+@variant("attention", "sdpa", cuda.DEVICE)
+def _cuda_sdpa(w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Bucket) -> OpFn:
+    return sdpa(p, CUDA_SDPA_BACKENDS)
+
+
+@variant("attention", "eager", cuda.DEVICE)
+def _cuda_eager(w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Bucket) -> OpFn:
+    return _eager(w, {**p, "threads": 0}, arch, bucket)

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from autotune.models.bert import BertArch, Bucket
-from autotune.ops import common
-from autotune.ops.ffn_down import build_residual_ln
+from autotune.ops import common, cuda
+from autotune.ops.ffn_down import build_residual_ln, cuda_residual_ln
 from autotune.ops.registry import OpFn, OpSpec, Tensors, register_op, variant
 from autotune.space import Value
 
@@ -37,3 +37,11 @@ def _build(w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Bucket) -
 
 variant("attn_out", "dense")(_build)
 variant("attn_out", "int8_dynamic")(_build)
+
+
+def _cuda(w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Bucket) -> OpFn:
+    return cuda_residual_ln(p, arch, w, "ctx")
+
+
+for _name in ("triton", "torch", "compiled"):
+    variant("attn_out", _name, cuda.DEVICE)(_cuda)

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from autotune.kernels.cpu import with_threads
 from autotune.models.bert import BertArch, Bucket
-from autotune.ops import common
+from autotune.ops import common, cuda
 from autotune.ops.registry import OpFn, OpSpec, Tensors, precision_dtype, register_op, variant
 from autotune.space import Value
 
@@ -94,3 +94,25 @@ def _compiled(w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Bucket
     eager = _eager(w, {**p, "threads": 0}, arch, bucket)
     compiled = torch.compile(eager, dynamic=False, fullgraph=True)
     return with_threads(compiled, int(p["threads"]))
+
+
+# -- CUDA --------------------------------------------------------------------------------------
+
+@variant("embeddings", "triton_fused", cuda.DEVICE)
+def _cuda_triton(w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Bucket) -> OpFn:
+    from autotune.kernels.triton import TritonEmbeddings
+
+    emb = TritonEmbeddings(w["word"], w["position"], w["token_type"], w["ln_weight"],
+                           w["ln_bias"], arch.layer_norm_eps, precision_dtype(p),
+                           int(p["block_rows"]), int(p["num_warps"]))
+    return lambda inp: emb(inp["input_ids"], inp["token_type_ids"], inp.get("position_ids"))
+
+
+@variant("embeddings", "eager", cuda.DEVICE)
+def _cuda_eager(w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Bucket) -> OpFn:
+    return _eager(w, {**p, "threads": 0}, arch, bucket)
+
+
+@variant("embeddings", "compiled", cuda.DEVICE)
+def _cuda_compiled(w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Bucket) -> OpFn:
+    return cuda.vendor(_eager(w, {**p, "threads": 0}, arch, bucket), p)

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from autotune.kernels.cpu import with_threads
 from autotune.models.bert import BertArch, Bucket
-from autotune.ops import common
+from autotune.ops import common, cuda
 from autotune.ops.registry import OpFn, OpSpec, Tensors, precision_dtype, register_op, variant
 from autotune.space import Value
 
@@ -51,3 +51,27 @@ def _build(w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Bucket) -
 
 variant("ffn_down", "dense")(_build)
 variant("ffn_down", "int8_dynamic")(_build)
+
+
+# -- CUDA --------------------------------------------------------------------------------------
+
+def cuda_residual_ln(p: Mapping[str, Value], arch: BertArch, w: Tensors, x_name: str) -> OpFn:
+    """Shared by ffn_down and attn_out on CUDA: GEMM, residual add, LayerNorm."""
+    h, eps = arch.hidden_size, arch.layer_norm_eps
+    if p["variant"] != "triton":
+        t = cuda.cast(w, p)
+        return cuda.vendor(lambda inp: F.layer_norm(
+            F.linear(inp[x_name], t["weight"], t["bias"]) + inp["residual"], (h,),
+            t["ln_weight"], t["ln_bias"], eps), p)
+    lin, ln = cuda.triton_linear(w, p), cuda.triton_layer_norm(w, p, eps)
+    if p["residual"] == "epilogue":  # added in the GEMM's epilogue
+        return lambda inp: ln(lin(inp[x_name], inp["residual"]))
+    return lambda inp: ln(lin(inp[x_name]), inp["residual"])  # added inside the LayerNorm
+
+
+def _cuda(w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Bucket) -> OpFn:
+    return cuda_residual_ln(p, arch, w, "h")
+
+
+for _name in ("triton", "torch", "compiled"):
+    variant("ffn_down", _name, cuda.DEVICE)(_cuda)

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from autotune.kernels.cpu import with_threads
 from autotune.models.bert import BertArch, Bucket
-from autotune.ops import common
+from autotune.ops import common, cuda
 from autotune.ops.registry import OpFn, OpSpec, Tensors, register_op, variant
 from autotune.space import Value
 
@@ -42,3 +42,23 @@ def _build(w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Bucket) -
 
 variant("ffn_up", "dense")(_build)
 variant("ffn_up", "int8_dynamic")(_build)
+
+
+# -- CUDA --------------------------------------------------------------------------------------
+
+def _cuda_torch(w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Bucket) -> OpFn:
+    t = cuda.cast(w, p)
+    approximate = "tanh" if p["gelu"] == "tanh" else "none"
+    return cuda.vendor(
+        lambda inp: F.gelu(F.linear(inp["x"], t["weight"], t["bias"]), approximate=approximate),
+        p)
+
+
+@variant("ffn_up", "triton", cuda.DEVICE)
+def _cuda_triton(w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Bucket) -> OpFn:
+    lin = cuda.triton_linear(w, p, "gelu_tanh" if p["gelu"] == "tanh" else "gelu_erf")
+    return lambda inp: lin(inp["x"])
+
+
+variant("ffn_up", "torch", cuda.DEVICE)(_cuda_torch)
+variant("ffn_up", "compiled", cuda.DEVICE)(_cuda_torch)

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from autotune.kernels.cpu import with_threads
 from autotune.models.bert import BertArch, Bucket
-from autotune.ops import common
+from autotune.ops import common, cuda
 from autotune.ops.registry import OpFn, OpSpec, Tensors, register_op, variant
 from autotune.space import Value
 
@@ -36,3 +36,21 @@ def _build(w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Bucket) -
 
 variant("pooler", "dense")(_build)
 variant("pooler", "int8_dynamic")(_build)
+
+
+# -- CUDA --------------------------------------------------------------------------------------
+
+def _cuda_torch(w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Bucket) -> OpFn:
+    t = cuda.cast(w, p)
+    return cuda.vendor(
+        lambda inp: torch.tanh(F.linear(inp["hidden"][:, 0], t["weight"], t["bias"])), p)
+
+
+@variant("pooler", "triton", cuda.DEVICE)
+def _cuda_triton(w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Bucket) -> OpFn:
+    lin = cuda.triton_linear(w, p, "tanh")
+    return lambda inp: lin(inp["hidden"][:, 0])
+
+
+variant("pooler", "torch", cuda.DEVICE)(_cuda_torch)
+variant("pooler", "compiled", cuda.DEVICE)(_cuda_torch)

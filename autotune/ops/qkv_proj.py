@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from autotune.kernels.cpu import with_threads
 from autotune.models.bert import BertArch, Bucket
-from autotune.ops import common
+from autotune.ops import common, cuda
 from autotune.ops.registry import OpFn, OpSpec, Output, Tensors, register_op, variant
 from autotune.space import Value
 
@@ -74,3 +74,42 @@ def _build(w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Bucket) -
 
 variant("qkv_proj", "dense")(_build)
 variant("qkv_proj", "int8_dynamic")(_build)
+
+
+# -- CUDA --------------------------------------------------------------------------------------
+
+def _fused(w: Tensors) -> Tensors:
+    return {"weight": torch.cat([w[f"{n}_weight"] for n in NAMES]),
+            "bias": torch.cat([w[f"{n}_bias"] for n in NAMES])}
+
+
+def _heads_of_fused(y: torch.Tensor, arch: BertArch) -> Output:
+    b, s, _ = y.shape  # (B, S, 3·hidden) -> three (B, H, S, D) views
+    qkv = y.view(b, s, 3, arch.num_attention_heads, arch.head_dim).permute(2, 0, 3, 1, 4)
+    return tuple(qkv.unbind(0))
+
+
+def _cuda_torch(w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Bucket) -> OpFn:
+    if p["fused_qkv"]:
+        t = cuda.cast(_fused(w), p)
+        return cuda.vendor(
+            lambda inp: _heads_of_fused(F.linear(inp["x"], t["weight"], t["bias"]), arch), p)
+    t = cuda.cast(w, p)
+    return cuda.vendor(lambda inp: tuple(
+        split_heads(F.linear(inp["x"], t[f"{n}_weight"], t[f"{n}_bias"]), arch)
+        for n in NAMES), p)
+
+
+@variant("qkv_proj", "triton", cuda.DEVICE)
+def _cuda_triton(w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Bucket) -> OpFn:
+    """One GEMM for Q, K and V; ``head_split`` has it write (3, B, H, S, D) directly."""
+    if p["head_split"]:
+        split = cuda.triton_linear(_fused(w), p, head_split=(arch.num_attention_heads,
+                                                             arch.head_dim))
+        return lambda inp: tuple(split(inp["x"]).unbind(0))
+    lin = cuda.triton_linear(_fused(w), p)
+    return lambda inp: _heads_of_fused(lin(inp["x"]), arch)
+
+
+variant("qkv_proj", "torch", cuda.DEVICE)(_cuda_torch)
+variant("qkv_proj", "compiled", cuda.DEVICE)(_cuda_torch)

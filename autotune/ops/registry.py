@@ -67,8 +67,10 @@ def variant(
 
 
 def precision_dtype(params: Mapping[str, Value]) -> torch.dtype:
-    """Activations are bfloat16 for bfloat16 variants and float32 otherwise (int8 included)."""
-    return torch.bfloat16 if params.get("precision") == "bfloat16" else torch.float32
+    """Activations are in the variant's 16-bit type for bfloat16 and float16 variants, float32
+    otherwise (int8 and TF32 included)."""
+    return {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(
+        str(params.get("precision")), torch.float32)
 
 
 def op_spec(kind: str) -> OpSpec:

@@ -83,7 +83,7 @@ def check_spaces(opts: SearchOptions, resolved: ResolvedModel) -> None:
     spaces = load_spaces(opts.spaces_dir, opts.device, opts.ops)
     for inst in workload(resolved.arch, opts.buckets):
         if inst.kind in opts.ops and not any(True for _ in spaces[inst.kind].configs(
-                space_context(inst.kind, resolved.arch, inst.bucket))):
+                space_context(inst.kind, resolved.arch, inst.bucket, opts.device))):
             raise UserError(f"{opts.spaces_dir / opts.device / inst.kind}.yaml: the "
                             f"constraints exclude every config for {inst.kind} "
                             f"{inst.bucket.label}")
@@ -169,7 +169,7 @@ class Searcher:
         in the worker unless the cache has it, then re-measure the best."""
         ident = self.identity(inst)
         space = self.spaces[inst.kind]
-        ctx = space_context(inst.kind, self.resolved.arch, inst.bucket)
+        ctx = space_context(inst.kind, self.resolved.arch, inst.bucket, self.opts.device)
         study = self.open_study(ident)
         desc = f"{inst.kind} {inst.bucket.label}"
         done = {params_key(t.params) for t in study.get_trials(deepcopy=False)

@@ -72,7 +72,7 @@ def export_landscape(study: optuna.Study, space: Space, tol: float, output: Path
     a = study.user_attrs
     arch = BertArch(**a["arch"])
     bucket = Bucket(a["batch"], a["seq"])
-    ctx = space_context(a["kind"], arch, bucket)
+    ctx = space_context(a["kind"], arch, bucket, a["device"])
     first: dict[str, dict[str, Any]] = {}
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
         ua = t.user_attrs

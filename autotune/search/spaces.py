@@ -40,15 +40,44 @@ def load_spaces(root: Path, device: str, kinds: tuple[str, ...] = OP_KINDS) -> d
     return spaces
 
 
-def space_context(kind: str, arch: BertArch, bucket: Bucket) -> dict[str, Any]:
+#: CUDA limits assumed when no CUDA device is visible (cuda spaces checked on a CPU machine):
+#: the smallest opt-in shared memory per block of the Ampere and later parts (sm_86, sm_89).
+NO_DEVICE_LIMITS: dict[str, Any] = {"shared_memory": 101376, "compute_capability": 8.6}
+
+
+def cuda_limits() -> dict[str, Any]:
+    """Shared memory per block (opt-in, bytes) and compute capability of the current GPU."""
+    if not torch.cuda.is_available():
+        return dict(NO_DEVICE_LIMITS)
+    props = torch.cuda.get_device_properties(torch.cuda.current_device())
+    smem = getattr(props, "shared_memory_per_block_optin", 0) or props.shared_memory_per_block
+    return {"shared_memory": int(smem), "compute_capability": props.major + props.minor / 10}
+
+
+def gemm_shape(kind: str, arch: BertArch) -> tuple[int, int]:
+    """(N, K) of the op's GEMM: output and input features (0, 0 for ops without one)."""
+    h, i = arch.hidden_size, arch.intermediate_size
+    return {"qkv_proj": (3 * h, h), "attn_out": (h, h), "ffn_up": (i, h), "ffn_down": (h, i),
+            "pooler": (h, h)}.get(kind, (0, 0))
+
+
+def space_context(kind: str, arch: BertArch, bucket: Bucket, device: str = "cpu",
+                  ) -> dict[str, Any]:
     """What constraints may look at: the instance's shapes and the machine."""
     rows = bucket.batch if kind == "pooler" else bucket.batch * bucket.seq
-    return {
+    n, k = gemm_shape(kind, arch)
+    ctx: dict[str, Any] = {
         "kind": kind,
         "rows": rows,
         "batch": bucket.batch,
         "seq": bucket.seq,
         "hidden": arch.hidden_size,
+        "n": n,
+        "k": k,
+        "head_dim": arch.head_dim,
         "cores": os.cpu_count() or 1,
         "qengines": tuple(torch.backends.quantized.supported_engines),
     }
+    if device == "cuda":
+        ctx.update(cuda_limits())
+    return ctx
