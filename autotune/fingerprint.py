@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -38,9 +39,12 @@ def _cpuinfo() -> tuple[str, list[str]]:
 @cache
 def machine(device: str = "cpu") -> dict[str, Any]:
     """CPU model + ISA flags + core count (or GPU name + capability) and a short hash of them."""
-    if device == "cuda":
+    if device == "cuda" and not torch.cuda.is_available():  # Triton interpreter on CPU
+        info: dict[str, Any] = {"gpu": "none (Triton interpreter on CPU)", "capability": "-",
+                                "memory_gib": 0}
+    elif device == "cuda":
         props = torch.cuda.get_device_properties(0)
-        info: dict[str, Any] = {
+        info = {
             "gpu": props.name,
             "capability": f"{props.major}.{props.minor}",
             "memory_gib": round(props.total_memory / 2**30),
@@ -55,13 +59,11 @@ def machine(device: str = "cpu") -> dict[str, Any]:
 @cache
 def software(device: str = "cpu") -> dict[str, Any]:
     triton_version = None
-    if device == "cuda":
-        try:
-            import triton
+    if device == "cuda":  # the installed version, without importing triton here
+        from importlib import metadata
 
-            triton_version = triton.__version__
-        except ImportError:
-            pass
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            triton_version = metadata.version("triton")
     return {
         "autotune": autotune.__version__,
         "schema": autotune.SCHEMA_VERSION,

@@ -36,11 +36,12 @@ def test_bad_flags(args: list[str], message: str, tmp_path: Path) -> None:
     assert not db.exists()  # nothing written
 
 
-def test_cuda_without_gpu(tmp_path: Path) -> None:
+def test_cuda_without_gpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     result = CliRunner().invoke(main, ["search", "--device", "cuda"])
     assert result.exit_code == 2 and "no CUDA device" in result.output
 

@@ -42,7 +42,10 @@ def _serve(conn: Connection, preload: Sequence[str]) -> None:
             return
         if task is None:
             return
-        conn.send(measure(task).to_dict())
+        result = measure(task)
+        conn.send(result.to_dict())
+        if result.extra.get("restart_worker"):
+            return  # a broken CUDA context: the parent starts a fresh process
 
 
 def _exit_reason(code: int | None) -> str:
@@ -112,6 +115,9 @@ class MeasureWorker:
                     self._kill()
                     return MeasureResult("interrupted", "search interrupted by the user")
             result = MeasureResult.from_dict(self._conn.recv())
+            if result.extra.get("restart_worker"):
+                self._kill()
+                self.restarts += 1
         except (EOFError, BrokenPipeError, ConnectionResetError, OSError):
             self._proc.join(timeout=5)
             reason = _exit_reason(self._proc.exitcode)

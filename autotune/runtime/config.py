@@ -57,14 +57,16 @@ class TunedConfig:
     threads: int  # > 0: every op runs on this many threads (switching per op costs)
     ops: dict[str, tuple[Choice, ...]]
     raw: dict[str, Any]
+    cuda_graphs: int = 0  # > 0: replay CUDA graphs for batches up to this size (CUDA only)
 
 
 def config_dict(model_name: str, arch: BertArch, device: str, max_rel_error: float,
                 ops: dict[str, list[dict[str, Any]]], pad_to_multiple: int = 1,
-                varlen: bool = False, threads: int = 0) -> dict[str, Any]:
+                varlen: bool = False, threads: int = 0, cuda_graphs: int = 0) -> dict[str, Any]:
     """A TunedConfig as JSON-ready data; ``ops`` maps kind → entries with ``bucket``,
     ``variant``, ``params``, ``latency_ms``, ``baseline_ms`` and ``rel_error``. ``threads``
-    > 0 runs every op on that many threads (0: each op's own choice)."""
+    > 0 runs every op on that many threads (0: each op's own choice); ``cuda_graphs`` > 0
+    replays a captured CUDA graph per shape for batches up to that size."""
     from datetime import UTC, datetime
 
     from autotune.fingerprint import software
@@ -78,7 +80,8 @@ def config_dict(model_name: str, arch: BertArch, device: str, max_rel_error: flo
         "machine": machine(device),
         "software": software(device),
         "tolerance": {"max_rel_error": max_rel_error},
-        "layout": {"pad_to_multiple": pad_to_multiple, "varlen": varlen, "threads": threads},
+        "layout": {"pad_to_multiple": pad_to_multiple, "varlen": varlen, "threads": threads,
+                   **({"cuda_graphs": cuda_graphs} if cuda_graphs else {})},
         "ops": {k: ops[k] for k in OP_KINDS if k in ops},
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
@@ -162,9 +165,17 @@ def parse_config(source: str | Path | dict[str, Any]) -> TunedConfig:
                                   e["baseline_ms"], e["rel_error"]))
         ops[kind] = tuple(sorted(choices, key=lambda c: (c.bucket.batch * c.bucket.seq,
                                                           c.bucket.batch)))
+    layout = data["layout"]
+    graphs = int(layout.get("cuda_graphs", 0))
+    if graphs and device != "cuda":
+        raise ConfigError(f"{where}: layout.cuda_graphs: CUDA graphs need device 'cuda', "
+                          f"not {device!r}")
+    if graphs and layout["varlen"]:
+        raise ConfigError(f"{where}: layout.cuda_graphs: padding-free (varlen) shapes depend "
+                          "on the data, so they cannot be captured in a CUDA graph")
     return TunedConfig(data["model"]["name"], arch, device, data["machine"], data["software"],
-                       data["tolerance"]["max_rel_error"], data["layout"]["pad_to_multiple"],
-                       data["layout"]["varlen"], data["layout"].get("threads", 0), ops, data)
+                       data["tolerance"]["max_rel_error"], layout["pad_to_multiple"],
+                       layout["varlen"], layout.get("threads", 0), ops, data, graphs)
 
 
 def check_fit(config: TunedConfig, arch: BertArch, strict: bool = False) -> None:
@@ -174,9 +185,11 @@ def check_fit(config: TunedConfig, arch: BertArch, strict: bool = False) -> None
         raise ConfigError(f"tuned config is for {config.model_name!r} (architecture "
                           f"{config.arch.hash}); this model's architecture is {arch.hash}")
     problems = []
-    here = machine(config.device)["fingerprint"] if config.device == "cpu" else None
+    here = machine(config.device)["fingerprint"] \
+        if config.device == "cpu" or torch.cuda.is_available() else None
     if here is not None and config.machine.get("fingerprint") != here:
-        problems.append(f"it was tuned on another machine ({config.machine.get('cpu', '?')})")
+        problems.append("it was tuned on another machine "
+                        f"({config.machine.get('cpu', config.machine.get('gpu', '?'))})")
     if config.software.get("torch") != torch.__version__:
         problems.append(f"it was tuned with torch {config.software.get('torch')}, "
                         f"this is {torch.__version__}")

@@ -19,7 +19,7 @@ import torch
 from autotune.models.bert import BertArch, Bucket, resolve_model
 from autotune.ops import cast_inputs, get_variant, op_spec
 from autotune.ops.registry import OpFn, Output, Tensors
-from autotune.runtime.config import Choice, TunedConfig, check_fit, parse_config
+from autotune.runtime.config import Choice, ConfigError, TunedConfig, check_fit, parse_config
 from autotune.runtime.weights import random_weights, read_checkpoint, split_weights
 
 TOKEN_WISE = ("qkv_proj", "attn_out", "ffn_up", "ffn_down")
@@ -73,14 +73,20 @@ class TunedBert(torch.nn.Module):
     """BERT encoder + pooler running the operators chosen in a ``TunedConfig``."""
 
     def __init__(self, arch: BertArch, state_dict: dict[str, torch.Tensor],
-                 config: TunedConfig | None) -> None:
+                 config: TunedConfig | None, device: str | torch.device | None = None) -> None:
+        """``device``: where the weights go (default: where ``state_dict`` holds them)."""
         super().__init__()
         self.arch = arch
         self.config = config
+        if device is not None:
+            state_dict = {k: v.to(device) for k, v in state_dict.items()}
         self.emb_w, self.layer_w, self.pool_w = split_weights(state_dict, arch)
         self.ops: dict[str, tuple[Choice, ...]] = dict(config.ops) if config else {}
         self.pad_to = config.pad_to_multiple if config else 1
         self.varlen = bool(config and config.varlen)
+        self.cuda_graphs = config.cuda_graphs if config else 0
+        self._graphs: dict[tuple[object, ...], tuple[Any, tuple[torch.Tensor | None, ...],
+                                                     tuple[torch.Tensor, torch.Tensor | None]]] = {}
         self._built: dict[tuple[str, int, Bucket], tuple[OpFn, torch.dtype]] = {}
         self._warned: set[tuple[str, int, int]] = set()
 
@@ -159,13 +165,25 @@ class TunedBert(torch.nn.Module):
                                  for t in (input_ids, attention_mask, token_type_ids,
                                            position_ids))
         assert ids is not None and mask is not None and types is not None
+        if self.cuda_graphs and ids.is_cuda and batch <= self.cuda_graphs and not self.varlen:
+            h, pooled = self._graphed(ids, mask, types, pos)
+        else:
+            h, pooled = self._encode(ids, mask, types, pos)
+        h = h[:, :seq] if padded >= seq else torch.nn.functional.pad(h, (0, 0, 0, seq - padded))
+        return BertOutput(h.float(), None if pooled is None else pooled.float())
+
+    def _encode(self, ids: torch.Tensor, mask: torch.Tensor, types: torch.Tensor,
+                pos: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Hidden states and pooled output of a padded batch."""
+        batch, padded = ids.shape
         emb_in = {"input_ids": ids, "token_type_ids": types}
         if pos is not None:
             emb_in["position_ids"] = pos
         h = self._run1("embeddings", 0, batch, padded, emb_in)
         keep = mask.bool()[:, None, None, :]
         masks = {"mask_bool": keep,
-                 "mask_add": torch.zeros(keep.shape).masked_fill(~keep, torch.finfo().min)}
+                 "mask_add": torch.zeros(keep.shape, device=keep.device).masked_fill(
+                     ~keep, torch.finfo(torch.float32).min)}
         real = mask.reshape(-1).nonzero().squeeze(1) if self.varlen else None
         if real is not None:
             h = h.reshape(batch * padded, -1).index_select(0, real)[None]  # (1, tokens, hidden)
@@ -176,9 +194,31 @@ class TunedBert(torch.nn.Module):
             full.index_copy_(0, real, h[0])
             h = full.view(batch, padded, -1)
         pooled = None if self.pool_w is None else \
-            self._run1("pooler", 0, batch, padded, {"hidden": h}).float()
-        h = h[:, :seq] if padded >= seq else torch.nn.functional.pad(h, (0, 0, 0, seq - padded))
-        return BertOutput(h.float(), pooled)
+            self._run1("pooler", 0, batch, padded, {"hidden": h})
+        return h, pooled
+
+    def _graphed(self, *args: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``_encode`` replayed from a CUDA graph captured once per input shape: one launch
+        instead of a few hundred, which is what small batches are bound by."""
+        key = tuple(None if t is None else tuple(t.shape) for t in args)
+        if key not in self._graphs:
+            static = tuple(None if t is None else t.clone() for t in args)
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):  # build, compile and autotune outside the capture
+                for _ in range(2):
+                    self._encode(*static)  # type: ignore[arg-type]
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                out = self._encode(*static)  # type: ignore[arg-type]
+            self._graphs[key] = (graph, static, out)
+        graph, static, (h, pooled) = self._graphs[key]
+        for dst, src in zip(static, args, strict=True):
+            if dst is not None and src is not None:
+                dst.copy_(src)
+        graph.replay()
+        return h.clone(), None if pooled is None else pooled.clone()
 
     def _pad(self, t: torch.Tensor, length: int) -> torch.Tensor:
         if t.shape[1] == length:
@@ -244,8 +284,9 @@ def apply(model: torch.nn.Module, config: str | Path | TunedConfig,
 
 
 def load(name_or_path: str, config: str | Path | TunedConfig | None = None,
-         strict: bool = False) -> TunedBert:
-    """A BERT model (known name, local directory or hub id) running a tuned config.
+         strict: bool = False, device: str | None = None) -> TunedBert:
+    """A BERT model (known name, local directory or hub id) running a tuned config, with its
+    weights on ``device`` (default: the config's device, else the CPU).
 
     Without ``config`` every op runs its float32 reference. Without weights (no network, not
     in the cache) the architecture gets random weights, with a warning."""
@@ -259,4 +300,7 @@ def load(name_or_path: str, config: str | Path | TunedConfig | None = None,
         warnings.warn(f"no weights found for {name_or_path}; using random weights "
                       "(timings are valid, outputs are not)", stacklevel=2)
         state = random_weights(resolved.arch)
-    return TunedBert(resolved.arch, state, cfg).eval()
+    device = device or (cfg.device if cfg is not None else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("the tuned config is for CUDA, and torch sees no CUDA device")
+    return TunedBert(resolved.arch, state, cfg, device).eval()

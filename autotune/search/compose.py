@@ -1,8 +1,9 @@
 """Model-level composition: per-op winners do not always compose (precision conversions
 between ops, cache effects, error that accumulates over layers). One more study picks, per op
 kind, one of its top-k feasible per-op configs, and the layout (padding multiple,
-padding-free execution); the objective is end-to-end latency on the workload and the
-constraint is end-to-end accuracy against the float32 HF model. If the best composition still
+padding-free execution, one thread count on CPU, CUDA graphs on CUDA); the objective is
+end-to-end latency on the workload and the constraint is end-to-end accuracy against the
+float32 HF model. If the best composition still
 breaks the bound, ops are stepped back toward higher precision until it holds.
 """
 
@@ -21,7 +22,8 @@ from optuna.trial import TrialState
 
 from autotune.bench.lengths import make_batch, parse_lengths
 from autotune.fingerprint import machine
-from autotune.measure.timing import time_many
+from autotune.measure.run import execution_device
+from autotune.measure.timing import time_many, time_many_cuda
 from autotune.models.bert import Bucket, ResolvedModel
 from autotune.runtime.config import config_dict, parse_config
 from autotune.runtime.model import TunedBert
@@ -31,7 +33,7 @@ from autotune.storage.results import precision_of
 PAD_MULTIPLES = (1, 8, 32)
 # Layout choices: padding multiple, padding-free execution, and one thread count for all ops
 # (per-op thread counts are measured in isolation; switching between them costs end to end).
-PRECISION_RANK = {"int8": 0, "bfloat16": 1, "float32": 2}
+PRECISION_RANK = {"int8": 0, "bfloat16": 1, "float16": 2, "tfloat32": 3, "float32": 4}
 Candidates = dict[str, dict[Bucket, list[dict[str, Any]]]]  # kind -> bucket -> ranked configs
 
 
@@ -41,6 +43,7 @@ class Composition:
     pad_to_multiple: int
     varlen: bool
     threads: int = 0  # 0: each op's own thread count; N: all ops on N (no switching)
+    cuda_graphs: int = 0  # CUDA: replay graphs for batches up to this size (0: off)
 
 
 class Composer:
@@ -51,14 +54,18 @@ class Composer:
                  device: str = "cpu", seconds: float = 1.0) -> None:
         from autotune.bench.run import base_model
 
-        self.resolved, self.arch, self.state = resolved, resolved.arch, state
+        self.resolved, self.arch = resolved, resolved.arch
         self.candidates, self.buckets, self.tol = candidates, buckets, tol
         self.device, self.seconds = device, seconds
+        self.on = execution_device(device)  # where tensors live (CPU under the interpreter)
+        self.state = {k: v.to(self.on) for k, v in state.items()}
         self.lengths_desc, sampler = parse_lengths(lengths)
-        self.batches = [make_batch(b.batch, b.seq, self.arch.vocab_size, sampler, seed=i)
-                        for i, b in enumerate(buckets)]
+        self.batches = [{k: v.to(self.on) for k, v in make_batch(
+            b.batch, b.seq, self.arch.vocab_size, sampler, seed=i).items()}
+            for i, b in enumerate(buckets)]
         hf, _ = base_model(self.arch, None)
         hf.load_state_dict(state, strict=False)
+        hf.to(self.on)
         with torch.inference_mode():
             self.refs = [hf(**batch) for batch in self.batches]
         self.anchor = self.model(Composition({k: 0 for k in candidates}, 1, False))
@@ -79,7 +86,7 @@ class Composer:
                     "latency_ms": e["cand_ms"], "latency_iqr_ms": e["cand_iqr_ms"],
                     "baseline_ms": e["ref_ms"], "rel_error": e["rel_error"]})
         return config_dict(self.resolved.name, self.arch, self.device, self.tol, ops,
-                           comp.pad_to_multiple, comp.varlen, comp.threads)
+                           comp.pad_to_multiple, comp.varlen, comp.threads, comp.cuda_graphs)
 
     def model(self, comp: Composition) -> TunedBert:
         m = TunedBert(self.arch, self.state, parse_config(self.config(comp)))
@@ -109,8 +116,13 @@ class Composer:
         def run_all(m: TunedBert) -> Callable[[], object]:
             return lambda: [m(**b) for b in self.batches]
 
-        stats = time_many({"cand": ([run_all(model)], 0), "anchor": ([run_all(self.anchor)], 0)},
-                          budget_s=self.seconds, min_rounds=3, max_rounds=50)
+        if self.on == "cuda":
+            stats = time_many_cuda({"cand": [run_all(model)], "anchor": [run_all(self.anchor)]},
+                                   budget_s=self.seconds, min_rounds=3, max_rounds=50)
+        else:
+            stats = time_many({"cand": ([run_all(model)], 0),
+                               "anchor": ([run_all(self.anchor)], 0)},
+                              budget_s=self.seconds, min_rounds=3, max_rounds=50)
         return {"ratio": stats["cand"].median_ms / stats["anchor"].median_ms,
                 "ms": stats["cand"].median_ms, "anchor_ms": stats["anchor"].median_ms,
                 "rel_error": rel, "pooler_cos": cos}
@@ -131,7 +143,7 @@ class Composer:
         higher = [i for i, e in enumerate(ranked)
                   if PRECISION_RANK[precision_of(e["params"])] > prec(kind)]
         return Composition({**comp.choice, kind: higher[0]}, comp.pad_to_multiple, comp.varlen,
-                           comp.threads)
+                           comp.threads, comp.cuda_graphs)
 
 
 def compose_identity(resolved: ResolvedModel, buckets: list[Bucket], lengths: str,
@@ -149,17 +161,19 @@ def seed_compositions(composer: Composer) -> list[dict[str, Any]]:
     """First trials: the per-op winners as they are, then for each precision the fastest
     config of that precision in every op that has one, on one thread count: compositions
     that need no conversions between ops, which per-op timing cannot see."""
-    cores = os.cpu_count() or 1
+    # one thread count for all ops on CPU; on CUDA, graphs for every bucket's batch size
+    shared = {"layout.cuda_graphs": max_batch(composer)} if composer.device == "cuda" \
+        else {"layout.threads": os.cpu_count() or 1}
+    own = {"layout.cuda_graphs": 0} if composer.device == "cuda" else {"layout.threads": 0}
     seeds = [{f"choice.{k}": 0 for k in composer.candidates}
-             | {"layout.pad_to_multiple": 1, "layout.varlen": False, "layout.threads": 0}]
+             | {"layout.pad_to_multiple": 1, "layout.varlen": False} | own]
     for prec in PRECISION_RANK:
         choice = {}
         for kind in composer.candidates:
             ranked = composer.candidates[kind][composer.buckets[0]]
             same = [i for i, e in enumerate(ranked) if precision_of(e["params"]) == prec]
             choice[f"choice.{kind}"] = same[0] if same else 0
-        seed = choice | {"layout.pad_to_multiple": 1, "layout.varlen": False,
-                         "layout.threads": cores}
+        seed = choice | {"layout.pad_to_multiple": 1, "layout.varlen": False} | shared
         if seed not in seeds:
             seeds.append(seed)
     return seeds
@@ -181,12 +195,7 @@ def run_composition(storage: optuna.storages.BaseStorage, composer: Composer, tr
     done = sum(1 for t in study.trials if t.state == TrialState.COMPLETE)
     for _ in range(max(0, trials - done)):
         trial = study.ask()
-        comp = Composition(
-            {k: trial.suggest_int(f"choice.{k}", 0, len(composer.candidates[k][
-                composer.buckets[0]]) - 1) for k in composer.candidates},
-            int(trial.suggest_categorical("layout.pad_to_multiple", list(PAD_MULTIPLES))),
-            bool(trial.suggest_categorical("layout.varlen", [False, True])),
-            int(trial.suggest_categorical("layout.threads", [0, os.cpu_count() or 1])))
+        comp = _suggest(trial, composer)
         res = composer.evaluate(comp)
         for k, v in res.items():
             trial.set_user_attr(k, v)
@@ -212,7 +221,8 @@ def run_composition(storage: optuna.storages.BaseStorage, composer: Composer, tr
             res = composer.evaluate(comp)
             progress(f"stepped back to higher precision ({steps}): error {res['rel_error']:.1e}")
     final = {"choice": comp.choice, "pad_to_multiple": comp.pad_to_multiple,
-             "varlen": comp.varlen, "threads": comp.threads, "stepped_back": steps,
+             "varlen": comp.varlen, "threads": comp.threads,
+             "cuda_graphs": comp.cuda_graphs, "stepped_back": steps,
              "max_rel_error": composer.tol,
              "config": composer.config(comp), **{k: res[k] for k in (
                  "ms", "anchor_ms", "rel_error", "pooler_cos")}}
@@ -220,10 +230,29 @@ def run_composition(storage: optuna.storages.BaseStorage, composer: Composer, tr
     return final
 
 
+def max_batch(composer: Composer) -> int:
+    return max(b.batch for b in composer.buckets)
+
+
+def _suggest(trial: optuna.Trial, composer: Composer) -> Composition:
+    choice = {k: trial.suggest_int(f"choice.{k}", 0, len(composer.candidates[k][
+        composer.buckets[0]]) - 1) for k in composer.candidates}
+    pad = int(trial.suggest_categorical("layout.pad_to_multiple", list(PAD_MULTIPLES)))
+    varlen = bool(trial.suggest_categorical("layout.varlen", [False, True]))
+    if composer.device == "cuda":  # varlen shapes depend on the data: no graph can hold them
+        graphs = 0 if varlen else int(trial.suggest_categorical(
+            "layout.cuda_graphs", [0, max_batch(composer)]))
+        return Composition(choice, pad, varlen, 0, graphs)
+    threads = int(trial.suggest_categorical("layout.threads", [0, os.cpu_count() or 1]))
+    return Composition(choice, pad, varlen, threads)
+
+
 def _comp_of(params: dict[str, Any], composer: Composer) -> Composition:
+    varlen = bool(params["layout.varlen"])
     return Composition({k: int(params[f"choice.{k}"]) for k in composer.candidates},
-                       int(params["layout.pad_to_multiple"]), bool(params["layout.varlen"]),
-                       int(params.get("layout.threads", 0)))
+                       int(params["layout.pad_to_multiple"]), varlen,
+                       int(params.get("layout.threads", 0)),
+                       0 if varlen else int(params.get("layout.cuda_graphs", 0)))
 
 
 def load_state(resolved: ResolvedModel) -> tuple[dict[str, torch.Tensor], str]:
