@@ -52,3 +52,12 @@ def _nan(w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Bucket) -> 
 def _wrong(w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Bucket) -> OpFn:
     """Finite but wrong: forgets the bias and the tanh."""
     return lambda inp: inp["hidden"][:, 0] @ w["weight"].t()
+
+
+@variant("pooler", "test_sticky_cuda_error")
+def _sticky(w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Bucket) -> OpFn:
+    """What a kernel that writes out of bounds on a GPU raises: the context is lost after it."""
+    def run(inp: Tensors) -> torch.Tensor:
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    return run

@@ -81,3 +81,28 @@ def test_stats_median_and_iqr() -> None:
     s = Stats.of([0.001, 0.002, 0.003, 0.004, 0.100])
     assert s.median_ms == pytest.approx(3.0)
     assert 0 < s.iqr_ms < 100
+
+
+def test_sticky_cuda_error_replaces_the_worker(worker: MeasureWorker) -> None:
+    before = worker.restarts
+    r = worker.run(task("test_sticky_cuda_error"), timeout=60)
+    assert r.status == "error" and "illegal memory access" in r.reason
+    assert worker.restarts == before + 1  # a fresh process (and CUDA context) for the next one
+    assert worker.run(task("dense", DENSE), timeout=60).status == "ok"
+
+
+def test_cuda_task_runs_triton_in_the_interpreter_without_a_gpu() -> None:
+    """Without a GPU a cuda task runs on CPU tensors with Triton interpreted (tests/conftest.py
+    sets TRITON_INTERPRET=1 for the worker too): built, gated and timed like any other."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("on a GPU, tests/gpu measures this for real")
+    params = {"variant": "triton", "precision": "bfloat16", "block_m": 16, "block_n": 32,
+              "block_k": 32, "group_m": 4, "num_warps": 4, "num_stages": 2}
+    t = MeasureTask(TINY.to_dict(), "pooler", 3, 8, "triton", params, device="cuda",
+                    budget_s=0.02)
+    with MeasureWorker() as w:
+        r = w.run(t, timeout=120)
+    assert r.status == "ok", r.reason
+    assert r.rel_error is not None and 0 < r.rel_error < 2e-2  # bfloat16, not float32

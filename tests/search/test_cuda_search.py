@@ -10,7 +10,6 @@ import warnings
 from pathlib import Path
 
 import optuna
-
 import pytest
 import torch
 from rich.console import Console
