@@ -240,8 +240,9 @@ def _suggest(trial: optuna.Trial, composer: Composer) -> Composition:
     pad = int(trial.suggest_categorical("layout.pad_to_multiple", list(PAD_MULTIPLES)))
     varlen = bool(trial.suggest_categorical("layout.varlen", [False, True]))
     if composer.device == "cuda":  # varlen shapes depend on the data: no graph can hold them
+        batches = sorted({b.batch for b in composer.buckets})
         graphs = 0 if varlen else int(trial.suggest_categorical(
-            "layout.cuda_graphs", [0, max_batch(composer)]))
+            "layout.cuda_graphs", [0, *batches]))
         return Composition(choice, pad, varlen, 0, graphs)
     threads = int(trial.suggest_categorical("layout.threads", [0, os.cpu_count() or 1]))
     return Composition(choice, pad, varlen, threads)

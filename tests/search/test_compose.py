@@ -46,9 +46,10 @@ def _entry(params: dict, err: float) -> dict:
             "ref_iqr_ms": 0.1, "rel_error": err}
 
 
-def _composer(ranked: dict[str, list[dict]]) -> Composer:
+def _composer(ranked: dict[str, list[dict]], device: str = "cpu") -> Composer:
     """A composer over hand-made ranked configs (one bucket), without a model behind it."""
     composer = Composer.__new__(Composer)
+    composer.device = device
     composer.buckets = [B]
     composer.candidates = {kind: {B: entries} for kind, entries in ranked.items()}
     return composer
@@ -87,3 +88,17 @@ def test_seeds_include_one_precision_everywhere() -> None:
                 "layout.varlen": False, "layout.threads": os.cpu_count() or 1}
     assert all_bf16 in seeds
     assert len(seeds) == len({json.dumps(s, sort_keys=True) for s in seeds})  # no repeats
+
+
+def test_cuda_compositions_choose_cuda_graphs_not_threads() -> None:
+    from autotune.search.compose import _comp_of, seed_compositions
+
+    composer = _composer({"ffn_up": [_entry(BF16, 0.003), _entry(FP32, 0.0)]}, "cuda")
+    seeds = seed_compositions(composer)
+    assert all("layout.threads" not in s for s in seeds)
+    assert seeds[0]["layout.cuda_graphs"] == 0  # the per-op winners as they are
+    assert {s["layout.cuda_graphs"] for s in seeds} == {0, B.batch}
+    comp = _comp_of({"choice.ffn_up": 0, "layout.pad_to_multiple": 1, "layout.varlen": True,
+                     "layout.cuda_graphs": B.batch}, composer)
+    assert comp.cuda_graphs == 0  # padding-free shapes cannot be captured
+    assert _comp_of({**seeds[-1]}, composer).cuda_graphs == B.batch
