@@ -49,7 +49,7 @@ TRITON = {
     "embeddings": {"variant": "triton_fused", "block_rows": 4, "num_warps": 4},
     "qkv_proj": {"variant": "triton", **TILES, "head_split": True},
     "attention": {"variant": "triton_flash", "block_m": 64, "block_n": 64, "num_warps": 4,
-                  "num_stages": 2},
+                  "num_stages": 2, "skip_padded_keys": True},
     "attn_out": {"variant": "triton", **TILES, "residual": "epilogue", "ln_rows": 1,
                  "ln_warps": 4},
     "ffn_up": {"variant": "triton", **TILES, "gelu": "erf"},

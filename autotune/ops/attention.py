@@ -29,7 +29,16 @@ def make_inputs(arch: BertArch, bucket: Bucket, gen: torch.Generator) -> Tensors
     # HF's extended mask: 0 for real tokens, the dtype's minimum for padding.
     mask_add = torch.zeros(keep.shape).masked_fill(~keep, torch.finfo(torch.float32).min)
     q, k, v = (common.randn(shape, gen) for _ in range(3))
-    return {"q": q, "k": k, "v": v, "mask_add": mask_add, "mask_bool": keep}
+    return {"q": q, "k": k, "v": v, "mask_add": mask_add, "mask_bool": keep,
+            "key_lengths": key_lengths(keep[:, 0, 0, :])}
+
+
+def key_lengths(keep: torch.Tensor) -> torch.Tensor:
+    """Per sequence of a (batch, seq) mask: keys up to its last real one (all if it has none),
+    int32. Computed once per forward; variants that can skip trailing padding read it."""
+    seq = keep.shape[-1]
+    last = (torch.arange(1, seq + 1, device=keep.device) * keep.bool()).amax(dim=-1)
+    return torch.where(last == 0, seq, last).to(torch.int32)
 
 
 def merge_heads(ctx: torch.Tensor) -> torch.Tensor:
@@ -94,8 +103,11 @@ CUDA_SDPA_BACKENDS = {"flash": SDPBackend.FLASH_ATTENTION,
 def _cuda_flash(w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Bucket) -> OpFn:
     from autotune.kernels.triton import flash_attention
 
-    blocks = {k: int(p[k]) for k in ("block_m", "block_n", "num_warps", "num_stages")}
-    return lambda inp: flash_attention(inp["q"], inp["k"], inp["v"], inp["mask_add"], **blocks)
+    bm, bn, warps, stages = (int(p[k]) for k in ("block_m", "block_n", "num_warps",
+                                                  "num_stages"))
+    skip = bool(p["skip_padded_keys"])
+    return lambda inp: flash_attention(inp["q"], inp["k"], inp["v"], inp["mask_add"], bm, bn,
+                                       warps, stages, inp["key_lengths"] if skip else None)
 
 
 @variant("attention", "sdpa", cuda.DEVICE)

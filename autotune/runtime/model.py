@@ -18,6 +18,7 @@ import torch
 
 from autotune.models.bert import BertArch, Bucket, resolve_model
 from autotune.ops import cast_inputs, get_variant, op_spec
+from autotune.ops.attention import key_lengths
 from autotune.ops.registry import OpFn, Output, Tensors
 from autotune.runtime.config import Choice, ConfigError, TunedConfig, check_fit, parse_config
 from autotune.runtime.weights import random_weights, read_checkpoint, split_weights
@@ -183,7 +184,8 @@ class TunedBert(torch.nn.Module):
         keep = mask.bool()[:, None, None, :]
         masks = {"mask_bool": keep,
                  "mask_add": torch.zeros(keep.shape, device=keep.device).masked_fill(
-                     ~keep, torch.finfo(torch.float32).min)}
+                     ~keep, torch.finfo(torch.float32).min),
+                 "key_lengths": key_lengths(mask)}
         real = mask.reshape(-1).nonzero().squeeze(1) if self.varlen else None
         if real is not None:
             h = h.reshape(batch * padded, -1).index_select(0, real)[None]  # (1, tokens, hidden)

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from autotune.kernels.triton import GemmTiles, TritonLayerNorm, TritonLinear, flash_attention
 from autotune.models.bert import BertArch, Bucket
 from autotune.ops import cast_inputs, get_variant, op_spec, rel_error
+from autotune.ops.attention import key_lengths
 from autotune.search.spaces import load_spaces, space_context
 from autotune.settings import DEFAULT_SPACES_DIR
 
@@ -58,8 +59,10 @@ def test_qkv_head_split_and_flash_attention_at_bert_shapes() -> None:
     probs = (rq @ rk.transpose(-1, -2) / math.sqrt(64) + mask.double()).softmax(-1)
     want = (probs @ rv).transpose(1, 2).reshape(batch, seq, 768)
     for blocks in ((64, 64), (128, 32), (32, 128)):
-        out = flash_attention(q, k, v, mask, *blocks, num_warps=4, num_stages=2)
-        assert err(out, want) <= BOUND["float16"]
+        for lengths in (None, key_lengths(keep.cuda())):
+            out = flash_attention(q, k, v, mask, *blocks, num_warps=4, num_stages=2,
+                                  lengths=lengths)
+            assert err(out, want) <= BOUND["float16"]
     ln = TritonLayerNorm(torch.ones(768, device="cuda"), torch.zeros(768, device="cuda"), 1e-12,
                          block_rows=4, num_warps=4)
     assert err(ln(want.float(), x), F.layer_norm(want.float() + x, (768,))) <= 1e-5

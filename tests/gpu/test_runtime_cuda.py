@@ -44,7 +44,7 @@ def _config(graphs: int) -> dict:
         "qkv_proj": [{**entry, "variant": "triton", "params": {**gemm, "head_split": True}}],
         "attention": [{**entry, "variant": "triton_flash", "params": {
             "precision": "float16", "block_m": 16, "block_n": 16, "num_warps": 2,
-            "num_stages": 2}}],
+            "num_stages": 2, "skip_padded_keys": True}}],
         "attn_out": [{**entry, "variant": "triton", "params": {
             **gemm, "residual": "epilogue", "ln_rows": 2, "ln_warps": 2}}],
         "ffn_up": [{**entry, "variant": "triton", "params": {**gemm, "gelu": "erf"}}],

@@ -18,6 +18,7 @@ from autotune.kernels.triton import (
     TritonLinear,
     flash_attention,
 )
+from autotune.ops.attention import key_lengths
 from tests.conftest import KERNEL_DEVICE as DEV
 
 # Bounds that catch a broken kernel, not an imprecise one (TF32 keeps 10 mantissa bits).
@@ -125,10 +126,14 @@ def test_flash_attention_padded_batch(precision: str, head_dim: int) -> None:
     q, k, v = (randn(batch, heads, seq, head_dim) for _ in range(3))
     mask = padding_mask([37, 10, 1], seq)
     dtype = DTYPE[precision]
+    lengths = key_lengths(mask[:, 0, 0, :] == 0)
+    assert lengths.tolist() == [37, 10, 1]
     for blocks in ((16, 16), (32, 16), (16, 64)):
-        out = flash_attention(q.to(dtype), k.to(dtype), v.to(dtype), mask, *blocks, num_warps=2)
-        assert out.shape == (batch, seq, heads * head_dim) and out.dtype == dtype
-        assert err(out, attention_ref(q, k, v, mask)) <= BOUND[precision]
+        for skip in (None, lengths):  # all key blocks, or up to each sequence's last real key
+            out = flash_attention(q.to(dtype), k.to(dtype), v.to(dtype), mask, *blocks,
+                                  num_warps=2, lengths=skip)
+            assert out.shape == (batch, seq, heads * head_dim) and out.dtype == dtype
+            assert err(out, attention_ref(q, k, v, mask)) <= BOUND[precision]
 
 
 def test_flash_attention_masked_keys_never_matter() -> None:
@@ -139,6 +144,9 @@ def test_flash_attention_masked_keys_never_matter() -> None:
     k2, v2 = k.clone(), v.clone()
     k2[1, :, 6:], v2[1, :, 6:] = 1e4, -1e4  # padded keys of the second sequence
     assert torch.equal(out, flash_attention(q, k2, v2, mask, 16, 16))
+    lengths = key_lengths(mask[:, 0, 0, :] == 0)
+    assert torch.equal(flash_attention(q, k2, v2, mask, 16, 16, lengths=lengths),
+                       flash_attention(q, k, v, mask, 16, 16, lengths=lengths))
 
 
 def test_flash_attention_edge_masks_and_strided_heads() -> None:
@@ -149,13 +157,26 @@ def test_flash_attention_edge_masks_and_strided_heads() -> None:
     qkv = randn(batch, seq, 3, heads, d).permute(2, 0, 3, 1, 4)  # the fused projection's view
     q, k, v = qkv.unbind(0)
     mask = padding_mask([19, 0], seq)
-    assert err(flash_attention(q, k, v, mask, 16, 16), attention_ref(q, k, v, mask)) <= 1e-5
+    lengths = key_lengths(mask[:, 0, 0, :] == 0)
+    assert lengths.tolist() == [19, 19]  # no real key: every key, as the reference weighs them
+    for skip in (None, lengths):
+        out = flash_attention(q, k, v, mask, 16, 16, lengths=skip)
+        assert err(out, attention_ref(q, k, v, mask)) <= 1e-5
     half = padding_mask([19, 7], seq).half()  # -inf where the float32 minimum overflowed
     assert torch.isinf(half).any()
     out = flash_attention(q.half(), k.half(), v.half(), half, 16, 16)
     assert err(out, attention_ref(q, k, v, padding_mask([19, 7], seq))) <= BOUND["float16"]
     with pytest.raises(ValueError, match="one additive value per key"):
         flash_attention(q, k, v, torch.zeros(batch, 1, seq, seq, device=DEV))
+    with pytest.raises(ValueError, match="key lengths"):
+        flash_attention(q, k, v, mask, lengths=lengths[:1])
+
+
+def test_key_lengths_stop_at_the_last_real_key() -> None:
+    """Left padding or holes keep every key up to the last real one: skipping is exact."""
+    keep = torch.tensor([[0, 0, 1, 1, 0], [1, 0, 1, 0, 0], [0, 0, 0, 0, 0], [1, 1, 1, 1, 1]])
+    assert key_lengths(keep).tolist() == [4, 3, 5, 5]
+    assert key_lengths(keep).dtype == torch.int32
 
 
 @pytest.mark.parametrize("precision", ["float32", "bfloat16"])

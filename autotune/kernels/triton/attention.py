@@ -2,7 +2,9 @@
 
 One program per (query block, batch × head). Keys stream through in blocks with an online
 softmax (running max and sum in float32); the additive padding mask is one value per (batch,
-key), as BERT's extended mask is. The output is written with heads merged, (batch, seq,
+key), as BERT's extended mask is. Given each sequence's key count up to its last real key, a
+program stops there: the keys after it are masked, so they add exactly nothing, and a padded batch
+costs what its real tokens cost. The output is written with heads merged, (batch, seq,
 heads·head_dim), which is what the attention output projection reads.
 """
 
@@ -19,10 +21,10 @@ from autotune.kernels.triton.common import block_for, upcast_dots
 
 @triton.jit
 def _flash_kernel(  # type: ignore[no-untyped-def]
-    q_ptr, k_ptr, v_ptr, mask_ptr, o_ptr,
+    q_ptr, k_ptr, v_ptr, mask_ptr, len_ptr, o_ptr,
     sq_b, sq_h, sq_s, sk_b, sk_h, sk_s, sv_b, sv_h, sv_s, sm_b, sm_s,
     HEADS, SEQ, HEAD_DIM, scale,
-    HAS_MASK: tl.constexpr, UPCAST: tl.constexpr,
+    HAS_MASK: tl.constexpr, HAS_LENGTHS: tl.constexpr, UPCAST: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
@@ -39,7 +41,10 @@ def _flash_kernel(  # type: ignore[no-untyped-def]
     m_i = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
     l_i = tl.zeros((BLOCK_M,), dtype=tl.float32)
     acc = tl.zeros((BLOCK_M, BLOCK_D), dtype=tl.float32)
-    for start in range(0, SEQ, BLOCK_N):
+    n_keys = SEQ
+    if HAS_LENGTHS:
+        n_keys = tl.load(len_ptr + b)
+    for start in range(0, n_keys, BLOCK_N):
         rn = start + tl.arange(0, BLOCK_N)
         key_in = rn < SEQ
         kt = tl.load(k_ptr + b * sk_b + h * sk_h + rn[None, :] * sk_s + rd[:, None],
@@ -71,9 +76,12 @@ def _flash_kernel(  # type: ignore[no-untyped-def]
 
 def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                     mask_add: torch.Tensor | None, block_m: int = 64, block_n: int = 64,
-                    num_warps: int = 4, num_stages: int = 2) -> torch.Tensor:
+                    num_warps: int = 4, num_stages: int = 2,
+                    lengths: torch.Tensor | None = None) -> torch.Tensor:
     """q, k, v: (batch, heads, seq, head_dim) with unit stride on head_dim; ``mask_add``:
-    additive, broadcastable from (batch, 1, 1, seq). Returns (batch, seq, heads·head_dim)."""
+    additive, broadcastable from (batch, 1, 1, seq); ``lengths``: per sequence, the keys up to
+    its last real one (``autotune.ops.attention.key_lengths``), to skip the key blocks after it.
+    Returns (batch, seq, heads·head_dim)."""
     batch, heads, seq, head_dim = q.shape
     if k.shape != q.shape or v.shape != q.shape:
         raise ValueError(f"q, k, v shapes differ: {q.shape}, {k.shape}, {v.shape}")
@@ -88,17 +96,21 @@ def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         # finite (uniform weights, as in the reference) instead of 0/0.
         mask = mask_add.float().clamp_min(torch.finfo(torch.float32).min)
         mask = mask.reshape(mask_add.shape[0], seq).expand(batch, seq)
+    if lengths is not None and lengths.shape != (batch,):
+        raise ValueError(f"key lengths of shape {tuple(lengths.shape)}: expected ({batch},)")
     out = torch.empty(batch, seq, heads * head_dim, dtype=q.dtype, device=q.device)
     if out.numel() == 0:
         return out
     grid = (triton.cdiv(seq, block_m), batch * heads)
     _flash_kernel[grid](
-        q, k, v, mask if mask is not None else q, out,
+        q, k, v, mask if mask is not None else q,
+        lengths.to(torch.int32) if lengths is not None else q, out,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2),
         mask.stride(0) if mask is not None else 0, mask.stride(1) if mask is not None else 0,
         heads, seq, head_dim, 1.0 / math.sqrt(head_dim),
-        HAS_MASK=mask is not None, UPCAST=upcast_dots(q.dtype),
+        HAS_MASK=mask is not None, HAS_LENGTHS=lengths is not None,
+        UPCAST=upcast_dots(q.dtype),
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_for(head_dim),
         num_warps=num_warps, num_stages=num_stages,
     )
