@@ -144,3 +144,19 @@ def _bfloat16_needs_sm80(p: Mapping[str, Value], ctx: Mapping[str, Any]) -> bool
             "torch's flash SDPA backend takes no attention mask, and BERT's padding needs one")
 def _sdpa_flash_takes_no_mask(p: Mapping[str, Value], ctx: Mapping[str, Any]) -> bool:
     return not (p.get("variant") == "sdpa" and p.get("backend") == "flash")
+
+
+#: float32 values a thread may hold for a row-wise kernel's rows (LayerNorm, embeddings), so
+#: that weights, bias and addresses still fit beside them without spilling
+ROW_VALUES_PER_THREAD = 128
+
+
+@constraint("rows_fit_registers",
+            "a LayerNorm or embeddings program's rows (hidden size rounded up to a power of "
+            "two) must fit 128 float32 values per thread")
+def _rows_fit_registers(p: Mapping[str, Value], ctx: Mapping[str, Any]) -> bool:
+    width = _pow2_cover(ctx["hidden"])
+    for rows, warps in (("ln_rows", "ln_warps"), ("block_rows", "num_warps")):
+        if rows in p and width * int(p[rows]) > ROW_VALUES_PER_THREAD * 32 * int(p[warps]):
+            return False
+    return True

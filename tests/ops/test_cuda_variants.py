@@ -151,3 +151,15 @@ def test_every_cuda_space_keeps_legal_configs_for_bert_shapes() -> None:
                               if str(c["variant"]).startswith("triton")), None)
                 assert legal is not None, (kind, bucket, device)
                 assert space.baseline is not None and space.violated(space.baseline, ctx) is None
+
+
+def test_row_kernels_must_fit_registers() -> None:
+    ctx = _ctx("ffn_down", Bucket(8, 128), H100)  # hidden 768: rows of 1024 values
+    tri = {**_gemm(precision="float16", num_stages=2), "residual": "epilogue"}
+    space = SPACES["ffn_down"]
+    assert space.violated({**tri, "ln_rows": 8, "ln_warps": 1}, ctx) == "rows_fit_registers"
+    assert space.violated({**tri, "ln_rows": 8, "ln_warps": 8}, ctx) is None
+    emb = {"variant": "triton_fused", "precision": "float16", "block_rows": 16, "num_warps": 2}
+    ectx = _ctx("embeddings", Bucket(8, 128), H100)
+    assert SPACES["embeddings"].violated(emb, ectx) == "rows_fit_registers"
+    assert SPACES["embeddings"].violated({**emb, "num_warps": 4}, ectx) is None

@@ -25,6 +25,7 @@ def _flash_kernel(  # type: ignore[no-untyped-def]
     sq_b, sq_h, sq_s, sk_b, sk_h, sk_s, sv_b, sv_h, sv_s, sm_b, sm_s,
     HEADS, SEQ, HEAD_DIM, scale,
     HAS_MASK: tl.constexpr, HAS_LENGTHS: tl.constexpr, UPCAST: tl.constexpr,
+    EXACT: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
@@ -53,7 +54,10 @@ def _flash_kernel(  # type: ignore[no-untyped-def]
             kt = kt.to(tl.float32)
         # Scores in the natural-log domain, as the reference adds the mask: a fully masked
         # row then gets the same (uniform) weights as there.
-        s = tl.dot(q, kt) * scale
+        if EXACT:  # noqa: SIM108  (float32 data: IEEE products, not the TF32 default)
+            s = tl.dot(q, kt, input_precision="ieee") * scale
+        else:
+            s = tl.dot(q, kt) * scale
         if HAS_MASK:
             s += tl.load(mask_ptr + b * sm_b + rn * sm_s, mask=key_in, other=0.0)[None, :]
         s = tl.where(key_in[None, :], s, float("-inf"))
@@ -65,7 +69,10 @@ def _flash_kernel(  # type: ignore[no-untyped-def]
                     mask=key_in[:, None] & d_in[None, :], other=0.0)
         if UPCAST:
             v = v.to(tl.float32)
-        acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
+        if EXACT:
+            acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision="ieee")
+        else:
+            acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
         m_i = m_new
     out = acc / l_i[:, None]
     width = HEADS * HEAD_DIM
@@ -110,7 +117,7 @@ def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         mask.stride(0) if mask is not None else 0, mask.stride(1) if mask is not None else 0,
         heads, seq, head_dim, 1.0 / math.sqrt(head_dim),
         HAS_MASK=mask is not None, HAS_LENGTHS=lengths is not None,
-        UPCAST=upcast_dots(q.dtype),
+        UPCAST=upcast_dots(q.dtype), EXACT=q.dtype == torch.float32,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_for(head_dim),
         num_warps=num_warps, num_stages=num_stages,
     )
