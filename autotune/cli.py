@@ -154,8 +154,13 @@ def search(model: str, device: str, ops: tuple[str, ...], batch_sizes: tuple[int
 
 def _check_device(device: str) -> None:
     if device == "cuda":
+        import importlib.util
+
         import torch
 
+        if importlib.util.find_spec("triton") is None:
+            raise UserError("--device cuda: the Triton kernels need triton "
+                            "(pip install 'autotune[cuda]')")
         if torch.cuda.is_available():
             return
         if os.environ.get("TRITON_INTERPRET") == "1":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -44,6 +45,32 @@ def test_cuda_without_gpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     result = CliRunner().invoke(main, ["search", "--device", "cuda"])
     assert result.exit_code == 2 and "no CUDA device" in result.output
+
+
+def test_cuda_without_triton(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "triton" else real(name, *a))
+    result = CliRunner().invoke(main, ["search", "--device", "cuda"])
+    assert result.exit_code == 2 and "autotune[cuda]" in result.output
+
+
+def test_cuda_search_under_the_interpreter_says_so(tmp_path: Path,
+                                                   tiny_model_dir: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    result = CliRunner().invoke(main, [
+        "search", "--device", "cuda", "--model", str(tiny_model_dir), "--ops", "pooler",
+        "--batch-sizes", "1", "--seq-lens", "8", "--trials", "2", "--time-per-trial", "0.01",
+        "--compose-trials", "0", "--storage", f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        "--output", str(tmp_path / "tuned.json")])
+    assert result.exit_code == 0, result.output
+    assert "Triton's interpreter" in result.output and "say nothing about a GPU" in result.output
+    assert json.loads((tmp_path / "tuned.json").read_text())["device"] == "cuda"
 
 
 def test_bad_space_file_is_one_line(tmp_path: Path, tiny_model_dir: Path) -> None:
