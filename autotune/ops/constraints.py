@@ -92,6 +92,17 @@ def _gemm_blocks_within_shape(p: Mapping[str, Value], ctx: Mapping[str, Any]) ->
             and bk <= _pow2_cover(ctx["k"]))
 
 
+@constraint("split_k_within_k",
+            "every split of K gets a BLOCK_K step of its own (more splits would be the same "
+            "config as fewer)")
+def _split_k_within_k(p: Mapping[str, Value], ctx: Mapping[str, Any]) -> bool:
+    g = _gemm(p)
+    if g is None:
+        return True
+    steps = -(-int(ctx["k"]) // g[2])
+    return int(p.get("split_k", 1)) <= steps
+
+
 def _attention(p: Mapping[str, Value]) -> tuple[int, int, int, int] | None:
     if p.get("variant") != "triton_flash":
         return None

@@ -55,7 +55,8 @@ def tiles(p: Mapping[str, Value]) -> GemmTiles:
     from autotune.kernels.triton import GemmTiles
 
     return GemmTiles(int(p["block_m"]), int(p["block_n"]), int(p["block_k"]),
-                     int(p["group_m"]), int(p["num_warps"]), int(p["num_stages"]))
+                     int(p["group_m"]), int(p["num_warps"]), int(p["num_stages"]),
+                     int(p.get("split_k", 1)))
 
 
 def triton_linear(w: Tensors, p: Mapping[str, Value], activation: str = "none",

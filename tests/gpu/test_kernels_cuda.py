@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import random
 
 import pytest
 import torch
@@ -15,6 +14,7 @@ from autotune.ops import cast_inputs, get_variant, op_spec, rel_error
 from autotune.ops.attention import key_lengths
 from autotune.search.spaces import load_spaces, space_context
 from autotune.settings import DEFAULT_SPACES_DIR
+from tests.space_sampling import covering_sample
 
 BASE = BertArch(30522, 768, 12, 12, 3072)
 BOUND = {"float32": 1e-5, "tfloat32": 3e-3, "float16": 5e-3, "bfloat16": 3e-2}
@@ -80,10 +80,7 @@ def test_every_cuda_variant_at_bert_shapes(kind: str) -> None:
     weights = {k: v.cuda() for k, v in spec.make_weights(BASE, gen).items()}
     inputs = {k: v.cuda() for k, v in spec.make_inputs(BASE, bucket, gen).items()}
     ref = spec.reference(weights, inputs, BASE)
-    configs = list(space.configs(space_context(kind, BASE, bucket, "cuda")))
-    rng = random.Random(0)
-    sample = {str(c["variant"]): c for c in rng.sample(configs, len(configs))}.values()
-    sample = [*sample, *rng.sample(configs, min(8, len(configs)))]
+    sample = covering_sample(space, space_context(kind, BASE, bucket, "cuda"), 8, seed=0)
     ran = 0
     for params in sample:
         v = get_variant(kind, "cuda", str(params["variant"]))

@@ -80,6 +80,26 @@ def test_gemm_writes_heads_directly(precision: str) -> None:
     assert err(out, ref) <= BOUND[precision]
 
 
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+@pytest.mark.parametrize("split_k", [2, 3, 64])
+def test_gemm_split_k(precision: str, split_k: int) -> None:
+    """K split over programs (3 does not divide its 7 steps of 16; 64 is more splits than
+    steps), partial sums reduced with every epilogue, the head-split layout too."""
+    torch.manual_seed(8)
+    x, w, b, r = randn(3, 17, 100), randn(48, 100, std=0.2), randn(48), randn(3, 17, 48)
+    tiles = GemmTiles(block_m=16, block_n=32, block_k=16, group_m=4, num_warps=4,
+                      num_stages=2, split_k=split_k)
+    for activation in ("gelu_erf", "tanh"):
+        out = TritonLinear(w, b, precision, tiles, activation)(x)
+        assert err(out, act(F.linear(x, w, b), activation)) <= BOUND[precision]
+    dtype = DOT_PRECISION[precision][0]
+    out = TritonLinear(w, b, precision, tiles)(x, r.to(dtype))
+    assert err(out, F.linear(x, w, b) + r.to(dtype).float()) <= BOUND[precision]
+    heads = TritonLinear(w, b, precision, tiles, head_split=(2, 8))(x)
+    ref = F.linear(x, w, b).view(3, 17, 3, 2, 8).permute(2, 0, 3, 1, 4)
+    assert err(heads, ref) <= BOUND[precision]
+
+
 def test_gemm_rejects_bad_shapes() -> None:
     lin = TritonLinear(randn(8, 16), randn(8), "float32", SMALL)
     with pytest.raises(ValueError, match="features"):

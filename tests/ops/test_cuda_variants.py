@@ -6,8 +6,6 @@ tensors (Triton in its interpreter), on a GPU where there is one.
 
 from __future__ import annotations
 
-import random
-
 import pytest
 import torch
 
@@ -16,6 +14,7 @@ from autotune.ops import cast_inputs, get_variant, op_spec, rel_error, variants
 from autotune.search.spaces import NO_DEVICE_LIMITS, load_spaces, space_context
 from autotune.settings import DEFAULT_SPACES_DIR
 from tests.conftest import KERNEL_DEVICE, TINY
+from tests.space_sampling import covering_sample
 
 SPACES = load_spaces(DEFAULT_SPACES_DIR, "cuda")
 BASE = BertArch(30522, 768, 12, 12, 3072)
@@ -35,20 +34,14 @@ def test_every_cuda_variant_has_a_space_choice() -> None:
 
 
 def _sample(kind: str, bucket: Bucket, n: int, seed: int) -> list[dict]:
+    """Random legal configs that cover every parameter value runnable here."""
     ctx = space_context(kind, TINY, bucket, "cuda")
-    configs = [c for c in SPACES[kind].configs(ctx) if c["variant"] != "compiled"
-               and not any((kind, k, v) in CUDA_ONLY for k, v in c.items())]
-    rng = random.Random(seed)
-    by_variant: dict[str, list[dict]] = {}
-    for c in configs:
-        by_variant.setdefault(str(c["variant"]), []).append(c)
-    # every variant, and each value of every parameter at least once across the sample
-    picked = [rng.choice(cs) for cs in by_variant.values()]
-    for name in {k for c in configs for k in c}:
-        for value in {c[name] for c in configs if name in c}:
-            if not any(c.get(name) == value for c in picked):
-                picked.append(rng.choice([c for c in configs if c.get(name) == value]))
-    return picked + rng.sample(configs, min(n, len(configs)))
+
+    def runnable(c: dict) -> bool:
+        return c["variant"] != "compiled" and not any((kind, k, v) in CUDA_ONLY
+                                                      for k, v in c.items())
+
+    return covering_sample(SPACES[kind], ctx, n, seed, runnable)
 
 
 @pytest.mark.parametrize("bucket", [Bucket(1, 8), Bucket(3, 17)], ids=lambda b: b.label)
@@ -163,3 +156,12 @@ def test_row_kernels_must_fit_registers() -> None:
     ectx = _ctx("embeddings", Bucket(8, 128), H100)
     assert SPACES["embeddings"].violated(emb, ectx) == "rows_fit_registers"
     assert SPACES["embeddings"].violated({**emb, "num_warps": 4}, ectx) is None
+
+
+def test_split_k_constraint() -> None:
+    ctx = _ctx("attn_out", Bucket(1, 128), H100)  # K = 768: 6 steps of 128
+    tri = {**_gemm(precision="float16", block_k=128, num_stages=2), "residual": "epilogue",
+           "ln_rows": 1, "ln_warps": 4}
+    space = SPACES["attn_out"]
+    assert space.violated({**tri, "split_k": 4}, ctx) is None
+    assert space.violated({**tri, "split_k": 8}, ctx) == "split_k_within_k"

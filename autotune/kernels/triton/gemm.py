@@ -27,6 +27,7 @@ class GemmTiles:
     group_m: int = 8
     num_warps: int = 4
     num_stages: int = 3
+    split_k: int = 1  # > 1: K split over that many programs per tile, summed by a second kernel
 
 
 @triton.jit
@@ -36,45 +37,12 @@ def _tanh(x):  # type: ignore[no-untyped-def]
 
 
 @triton.jit
-def _gemm_kernel(  # type: ignore[no-untyped-def]
-    x_ptr, w_ptr, b_ptr, r_ptr, y_ptr,
-    M, N, K,
-    stride_xm, stride_xk, stride_wk, stride_wn, stride_rm, stride_rn,
-    SEQ, HEADS, HEAD_DIM,
+def _epilogue_store(  # type: ignore[no-untyped-def]
+    acc, rm, rn, M, N, b_ptr, r_ptr, y_ptr, stride_rm, stride_rn, SEQ, HEADS, HEAD_DIM,
     HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr, ACT: tl.constexpr,
-    HEAD_SPLIT: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+    HEAD_SPLIT: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    tiles_m = tl.cdiv(M, BLOCK_M)
-    tiles_n = tl.cdiv(N, BLOCK_N)
-    per_group = GROUP_M * tiles_n
-    first_m = (pid // per_group) * GROUP_M
-    group_rows = min(tiles_m - first_m, GROUP_M)
-    pid_m = first_m + (pid % per_group) % group_rows
-    pid_n = (pid % per_group) // group_rows
-
-    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    rk = tl.arange(0, BLOCK_K)
-    # Rows and columns past the edge wrap around for the loads (always in bounds, no mask
-    # on the hot loop but K's); the store below masks them out.
-    x_ptrs = x_ptr + (rm % M)[:, None] * stride_xm + rk[None, :] * stride_xk
-    w_ptrs = w_ptr + rk[:, None] * stride_wk + (rn % N)[None, :] * stride_wn
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for k0 in range(0, K, BLOCK_K):
-        a = tl.load(x_ptrs, mask=rk[None, :] < K - k0, other=0.0)
-        b = tl.load(w_ptrs, mask=rk[:, None] < K - k0, other=0.0)
-        if UPCAST:
-            a = a.to(tl.float32)
-            b = b.to(tl.float32)
-        if PRECISION == "default":
-            acc = tl.dot(a, b, acc)
-        else:
-            acc = tl.dot(a, b, acc, input_precision=PRECISION)
-        x_ptrs += BLOCK_K * stride_xk
-        w_ptrs += BLOCK_K * stride_wk
-
+    """bias, activation, residual on the float32 tile, then the store (rows-major or heads)."""
     inside = (rm[:, None] < M) & (rn[None, :] < N)
     if HAS_BIAS:
         acc += tl.load(b_ptr + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
@@ -100,6 +68,80 @@ def _gemm_kernel(  # type: ignore[no-untyped-def]
     else:
         offsets = rm64[:, None] * N + rn64[None, :]
     tl.store(y_ptr + offsets, acc.to(y_ptr.dtype.element_ty), mask=inside)
+
+
+@triton.jit
+def _tile(pid, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,  # type: ignore[no-untyped-def]
+          GROUP_M: tl.constexpr):
+    """Row and column indices of program ``pid``'s output tile, in grouped order."""
+    tiles_m = tl.cdiv(M, BLOCK_M)
+    tiles_n = tl.cdiv(N, BLOCK_N)
+    per_group = GROUP_M * tiles_n
+    first_m = (pid // per_group) * GROUP_M
+    group_rows = min(tiles_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % per_group) % group_rows
+    pid_n = (pid % per_group) // group_rows
+    return pid_m * BLOCK_M + tl.arange(0, BLOCK_M), pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+
+
+@triton.jit
+def _gemm_kernel(  # type: ignore[no-untyped-def]
+    x_ptr, w_ptr, b_ptr, r_ptr, y_ptr, part_ptr,
+    M, N, K, K_PER_SPLIT,
+    stride_xm, stride_xk, stride_wk, stride_wn, stride_rm, stride_rn,
+    SEQ, HEADS, HEAD_DIM,
+    HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr, ACT: tl.constexpr,
+    HEAD_SPLIT: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+    SPLIT_K: tl.constexpr,
+):
+    rm, rn = _tile(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
+    # With SPLIT_K > 1, program (tile, s) sums K_PER_SPLIT of the K products: more programs
+    # for the small-M GEMMs of short batches, which leave most of the GPU idle otherwise.
+    k_start = tl.program_id(1) * K_PER_SPLIT
+    k_end = min(k_start + K_PER_SPLIT, K)
+    rk = tl.arange(0, BLOCK_K)
+    # Rows and columns past the edge wrap around for the loads (always in bounds, no mask
+    # on the hot loop but K's); the store masks them out.
+    x_ptrs = x_ptr + (rm % M)[:, None] * stride_xm + (k_start + rk)[None, :] * stride_xk
+    w_ptrs = w_ptr + (k_start + rk)[:, None] * stride_wk + (rn % N)[None, :] * stride_wn
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k0 in range(k_start, k_end, BLOCK_K):
+        a = tl.load(x_ptrs, mask=rk[None, :] < k_end - k0, other=0.0)
+        b = tl.load(w_ptrs, mask=rk[:, None] < k_end - k0, other=0.0)
+        if UPCAST:
+            a = a.to(tl.float32)
+            b = b.to(tl.float32)
+        if PRECISION == "default":
+            acc = tl.dot(a, b, acc)
+        else:
+            acc = tl.dot(a, b, acc, input_precision=PRECISION)
+        x_ptrs += BLOCK_K * stride_xk
+        w_ptrs += BLOCK_K * stride_wk
+    if SPLIT_K == 1:
+        _epilogue_store(acc, rm, rn, M, N, b_ptr, r_ptr, y_ptr, stride_rm, stride_rn,
+                        SEQ, HEADS, HEAD_DIM, HAS_BIAS, HAS_RES, ACT, HEAD_SPLIT)
+    else:  # float32 partial sums, added up (in a fixed order) by _split_k_reduce_kernel
+        part = part_ptr + tl.program_id(1).to(tl.int64) * M * N
+        tl.store(part + rm.to(tl.int64)[:, None] * N + rn[None, :], acc,
+                 mask=(rm[:, None] < M) & (rn[None, :] < N))
+
+
+@triton.jit
+def _split_k_reduce_kernel(  # type: ignore[no-untyped-def]
+    part_ptr, b_ptr, r_ptr, y_ptr, M, N, stride_rm, stride_rn, SEQ, HEADS, HEAD_DIM,
+    HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr, ACT: tl.constexpr,
+    HEAD_SPLIT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    SPLIT_K: tl.constexpr,
+):
+    rm, rn = _tile(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, 1)
+    inside = (rm[:, None] < M) & (rn[None, :] < N)
+    offsets = rm.to(tl.int64)[:, None] * N + rn[None, :]
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for s in range(SPLIT_K):
+        acc += tl.load(part_ptr + s * M * N + offsets, mask=inside, other=0.0)
+    _epilogue_store(acc, rm, rn, M, N, b_ptr, r_ptr, y_ptr, stride_rm, stride_rn,
+                    SEQ, HEADS, HEAD_DIM, HAS_BIAS, HAS_RES, ACT, HEAD_SPLIT)
 
 
 class TritonLinear:
@@ -144,18 +186,31 @@ class TritonLinear:
         if m == 0:
             return y
         t = self.tiles
-        grid = (triton.cdiv(m, t.block_m) * triton.cdiv(self.n, t.block_n),)
-        _gemm_kernel[grid](
-            x2, self.weight, self.bias if self.bias is not None else x2,
-            r2 if r2 is not None else x2, y,
-            m, self.n, self.k,
+        tiles = triton.cdiv(m, t.block_m) * triton.cdiv(self.n, t.block_n)
+        # every split gets whole BLOCK_K steps; fewer splits when K has fewer steps
+        steps = triton.cdiv(self.k, t.block_k)
+        split = max(1, min(t.split_k, steps))
+        k_per_split = triton.cdiv(steps, split) * t.block_k
+        split = triton.cdiv(self.k, k_per_split)
+        part = x2.new_empty((split, m, self.n), dtype=torch.float32) if split > 1 else y
+        residual_strides = (r2.stride(0), r2.stride(1)) if r2 is not None else (0, 0)
+        epilogue = dict(HAS_BIAS=self.bias is not None, HAS_RES=r2 is not None,
+                        ACT=self.activation, HEAD_SPLIT=self.head_split is not None)
+        bias = self.bias if self.bias is not None else x2
+        res = r2 if r2 is not None else x2
+        _gemm_kernel[(tiles, split)](
+            x2, self.weight, bias, res, y, part,
+            m, self.n, self.k, k_per_split,
             x2.stride(0), x2.stride(1), self.weight.stride(0), self.weight.stride(1),
-            r2.stride(0) if r2 is not None else 0, r2.stride(1) if r2 is not None else 0,
-            seq, heads, head_dim,
-            HAS_BIAS=self.bias is not None, HAS_RES=r2 is not None, ACT=self.activation,
-            HEAD_SPLIT=self.head_split is not None, PRECISION=self.dot_precision,
-            UPCAST=upcast_dots(self.dtype),
+            *residual_strides, seq, heads, head_dim,
+            **epilogue, PRECISION=self.dot_precision, UPCAST=upcast_dots(self.dtype),
             BLOCK_M=t.block_m, BLOCK_N=t.block_n, BLOCK_K=t.block_k, GROUP_M=t.group_m,
-            num_warps=t.num_warps, num_stages=t.num_stages,
+            SPLIT_K=split, num_warps=t.num_warps, num_stages=t.num_stages,
         )
+        if split > 1:
+            _split_k_reduce_kernel[(tiles,)](
+                part, bias, res, y, m, self.n, *residual_strides, seq, heads, head_dim,
+                **epilogue, BLOCK_M=t.block_m, BLOCK_N=t.block_n, SPLIT_K=split,
+                num_warps=t.num_warps,
+            )
         return y
