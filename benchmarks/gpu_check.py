@@ -109,12 +109,16 @@ def correctness(arch: BertArch, bucket: Bucket, on: str) -> list[dict[str, Any]]
     rows = []
     for kind in OP_KINDS:
         w, inputs, ref = fixture(kind, arch, bucket, on)
-        for precision in PRECISIONS.get(kind, ("float32", "tfloat32", "float16", "bfloat16")):
-            params = {**TRITON[kind], "precision": precision}
+        configs = [{**TRITON[kind], "precision": p}
+                   for p in PRECISIONS.get(kind, ("float32", "tfloat32", "float16", "bfloat16"))]
+        if TRITON[kind]["variant"] == "triton":  # split-K, at the shapes it is meant for
+            configs.append({**TRITON[kind], "precision": "bfloat16", "split_k": 4})
+        for params in configs:
             with torch.inference_mode():
                 err = rel_error(build(kind, params, w, arch, bucket, inputs)(), ref)
-            rows.append({"op": kind, "variant": params["variant"], "precision": precision,
-                         "rel_error": err, "ok": err <= BOUND[precision]})
+            rows.append({"op": kind, "variant": params["variant"],
+                         "precision": params["precision"], "split_k": params.get("split_k", ""),
+                         "rel_error": err, "ok": err <= BOUND[str(params["precision"])]})
     return rows
 
 
@@ -287,8 +291,8 @@ def main() -> int:
     result["correctness"] = correctness(arch, buckets[1], on)
     print("\n1. correctness against the float32 reference, "
           f"{buckets[1].label} padded\n" + table(result["correctness"],
-                                                 ["op", "variant", "precision", "rel_error",
-                                                  "ok"]))
+                                                 ["op", "variant", "precision", "split_k",
+                                                  "rel_error", "ok"]))
     storage, config = None, None
     print(f"\n2. searching {model} on {', '.join(b.label for b in buckets)} ...", flush=True)
     try:
