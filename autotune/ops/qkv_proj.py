@@ -40,27 +40,29 @@ def reference(w: Tensors, inputs: Tensors, arch: BertArch) -> Output:
 register_op(OpSpec("qkv_proj", make_weights, make_inputs, reference))
 
 
+def _fused(w: Tensors) -> Tensors:
+    return {"weight": torch.cat([w[f"{n}_weight"] for n in NAMES]),
+            "bias": torch.cat([w[f"{n}_bias"] for n in NAMES])}
+
+
+def _heads_of_fused(y: torch.Tensor, arch: BertArch) -> tuple[torch.Tensor, ...]:
+    b, s, _ = y.shape  # (B, S, 3·hidden) -> three (B, H, S, D) views
+    qkv = y.view(b, s, 3, arch.num_attention_heads, arch.head_dim).permute(2, 0, 3, 1, 4)
+    return tuple(qkv.unbind(0))
+
+
 def _build(w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Bucket) -> OpFn:
     rows = common.rows(bucket)
     contiguous = p["head_layout"] == "contiguous"
-    h, d = arch.num_attention_heads, arch.head_dim
 
     def finish(t: torch.Tensor) -> torch.Tensor:
         return t.contiguous() if contiguous else t
 
     if p["fused_qkv"]:
-        fused = {
-            "weight": torch.cat([w[f"{n}_weight"] for n in NAMES]),
-            "bias": torch.cat([w[f"{n}_bias"] for n in NAMES]),
-        }
-        lin = common.linear_from_params(fused, p, rows)
+        lin = common.linear_from_params(_fused(w), p, rows)
 
-        def run(inp: Tensors) -> Output:
-            x = inp["x"]
-            b, s, _ = x.shape
-            # (B, S, 3, H, D) -> (3, B, H, S, D): one GEMM, heads split by a view
-            qkv = lin(x).view(b, s, 3, h, d).permute(2, 0, 3, 1, 4)
-            return tuple(finish(t) for t in qkv.unbind(0))
+        def run(inp: Tensors) -> Output:  # one GEMM, heads split by a view
+            return tuple(finish(t) for t in _heads_of_fused(lin(inp["x"]), arch))
 
     else:
         lins = [common.linear_from_params(w, p, rows, prefix=f"{n}_") for n in NAMES]
@@ -77,17 +79,6 @@ variant("qkv_proj", "int8_dynamic")(_build)
 
 
 # -- CUDA --------------------------------------------------------------------------------------
-
-def _fused(w: Tensors) -> Tensors:
-    return {"weight": torch.cat([w[f"{n}_weight"] for n in NAMES]),
-            "bias": torch.cat([w[f"{n}_bias"] for n in NAMES])}
-
-
-def _heads_of_fused(y: torch.Tensor, arch: BertArch) -> Output:
-    b, s, _ = y.shape  # (B, S, 3·hidden) -> three (B, H, S, D) views
-    qkv = y.view(b, s, 3, arch.num_attention_heads, arch.head_dim).permute(2, 0, 3, 1, 4)
-    return tuple(qkv.unbind(0))
-
 
 def _cuda_torch(w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Bucket) -> OpFn:
     if p["fused_qkv"]:
