@@ -1,15 +1,17 @@
 """Named constraints that search-space files may list. Each returns True when allowed.
 
-``context`` holds the operator instance (``rows``, ``batch``, ``seq``) and the machine
-(``cores``, ``qengines``).
+``context`` holds the operator instance (``rows``, ``batch``, ``seq``, ``hidden``, the GEMM's
+``n`` and ``k``, ``head_dim``) and the machine (``cores``, ``qengines``; on CUDA also
+``shared_memory`` and ``compute_capability``); see ``autotune.search.spaces.space_context``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
-from autotune.space import Value, constraint
+from autotune.ops.cuda import PRECISION_BYTES
+from autotune.space import ConstraintFn, Value, constraint
 
 
 @constraint("row_block_below_rows", "a row block must split the rows (else it equals no block)")
@@ -41,8 +43,6 @@ REGISTER_OVERHEAD = 32
 
 
 def _bytes(p: Mapping[str, Value]) -> int:
-    from autotune.ops.cuda import PRECISION_BYTES
-
     return PRECISION_BYTES[str(p.get("precision", "float32"))]
 
 
@@ -51,92 +51,103 @@ def _pow2_cover(n: int, least: int = 16) -> int:
     return max(least, 1 << max(0, int(n) - 1).bit_length())
 
 
-def _gemm(p: Mapping[str, Value]) -> tuple[int, int, int, int, int] | None:
+class _Tiles(NamedTuple):
+    m: int  # BLOCK_M
+    n: int  # BLOCK_N
+    k: int  # BLOCK_K (GEMMs; 0 for attention, whose K is the head dimension)
+    warps: int
+    stages: int
+
+
+def _gemm_tiles(p: Mapping[str, Value]) -> _Tiles | None:
     if "block_k" not in p:
         return None
-    return (int(p["block_m"]), int(p["block_n"]), int(p["block_k"]), int(p["num_warps"]),
-            int(p["num_stages"]))
+    return _Tiles(int(p["block_m"]), int(p["block_n"]), int(p["block_k"]),
+                  int(p["num_warps"]), int(p["num_stages"]))
+
+
+def _attention_tiles(p: Mapping[str, Value]) -> _Tiles | None:
+    if p.get("variant") != "triton_flash":
+        return None
+    return _Tiles(int(p["block_m"]), int(p["block_n"]), 0, int(p["num_warps"]),
+                  int(p["num_stages"]))
+
+
+TiledRule = Callable[[_Tiles, Mapping[str, Value], Mapping[str, Any]], bool]
+
+
+def _on_tiles(tiles_of: Callable[[Mapping[str, Value]], _Tiles | None],
+              ) -> Callable[[TiledRule], ConstraintFn]:
+    """A rule about a Triton kernel's tiles, allowing every config that has none."""
+
+    def deco(rule: TiledRule) -> ConstraintFn:
+        def check(p: Mapping[str, Value], ctx: Mapping[str, Any]) -> bool:
+            t = tiles_of(p)
+            return t is None or rule(t, p, ctx)
+
+        return check
+
+    return deco
 
 
 @constraint("gemm_fits_shared_memory",
             "a GEMM's pipelined input tiles must fit the device's shared memory per block")
-def _gemm_fits_shared_memory(p: Mapping[str, Value], ctx: Mapping[str, Any]) -> bool:
-    g = _gemm(p)
-    if g is None:
-        return True
-    bm, bn, bk, _, stages = g
-    return stages * (bm * bk + bk * bn) * _bytes(p) <= int(ctx["shared_memory"])
+@_on_tiles(_gemm_tiles)
+def _gemm_fits_shared_memory(t: _Tiles, p: Mapping[str, Value], ctx: Mapping[str, Any]) -> bool:
+    return t.stages * (t.m * t.k + t.k * t.n) * _bytes(p) <= int(ctx["shared_memory"])
 
 
 @constraint("gemm_fits_registers",
             "a GEMM's float32 accumulator and operand tiles must fit 255 registers per thread")
-def _gemm_fits_registers(p: Mapping[str, Value], ctx: Mapping[str, Any]) -> bool:
-    g = _gemm(p)
-    if g is None:
-        return True
-    bm, bn, bk, warps, _ = g
-    threads = 32 * warps
-    words = bm * bn + (bm * bk + bk * bn) * _bytes(p) / 4
-    return words / threads + REGISTER_OVERHEAD <= REGISTERS_PER_THREAD
+@_on_tiles(_gemm_tiles)
+def _gemm_fits_registers(t: _Tiles, p: Mapping[str, Value], ctx: Mapping[str, Any]) -> bool:
+    words = t.m * t.n + (t.m * t.k + t.k * t.n) * _bytes(p) / 4
+    return words / (32 * t.warps) + REGISTER_OVERHEAD <= REGISTERS_PER_THREAD
 
 
 @constraint("gemm_blocks_within_shape",
             "a GEMM block no larger than its dimension rounded up to a power of two (>= 16): "
             "a bigger block only computes padding")
-def _gemm_blocks_within_shape(p: Mapping[str, Value], ctx: Mapping[str, Any]) -> bool:
-    g = _gemm(p)
-    if g is None:
-        return True
-    bm, bn, bk, _, _ = g
-    return (bm <= _pow2_cover(ctx["rows"]) and bn <= _pow2_cover(ctx["n"])
-            and bk <= _pow2_cover(ctx["k"]))
+@_on_tiles(_gemm_tiles)
+def _gemm_blocks_within_shape(t: _Tiles, p: Mapping[str, Value], ctx: Mapping[str, Any],
+                              ) -> bool:
+    return (t.m <= _pow2_cover(ctx["rows"]) and t.n <= _pow2_cover(ctx["n"])
+            and t.k <= _pow2_cover(ctx["k"]))
 
 
 @constraint("split_k_within_k",
             "every split of K gets a BLOCK_K step of its own (more splits would be the same "
             "config as fewer)")
-def _split_k_within_k(p: Mapping[str, Value], ctx: Mapping[str, Any]) -> bool:
-    g = _gemm(p)
-    if g is None:
-        return True
-    steps = -(-int(ctx["k"]) // g[2])
-    return int(p.get("split_k", 1)) <= steps
-
-
-def _attention(p: Mapping[str, Value]) -> tuple[int, int, int, int] | None:
-    if p.get("variant") != "triton_flash":
-        return None
-    return int(p["block_m"]), int(p["block_n"]), int(p["num_warps"]), int(p["num_stages"])
+@_on_tiles(_gemm_tiles)
+def _split_k_within_k(t: _Tiles, p: Mapping[str, Value], ctx: Mapping[str, Any]) -> bool:
+    return int(p.get("split_k", 1)) <= -(-int(ctx["k"]) // t.k)
 
 
 @constraint("attention_fits_shared_memory",
             "the Q tile and the pipelined K and V tiles must fit shared memory per block")
-def _attention_fits_shared_memory(p: Mapping[str, Value], ctx: Mapping[str, Any]) -> bool:
-    a = _attention(p)
-    if a is None:
-        return True
-    bm, bn, _, stages = a
+@_on_tiles(_attention_tiles)
+def _attention_fits_shared_memory(t: _Tiles, p: Mapping[str, Value], ctx: Mapping[str, Any],
+                                  ) -> bool:
     d = _pow2_cover(ctx["head_dim"])
-    return (bm * d + 2 * max(1, stages) * bn * d) * _bytes(p) <= int(ctx["shared_memory"])
+    return (t.m * d + 2 * max(1, t.stages) * t.n * d) * _bytes(p) <= int(ctx["shared_memory"])
 
 
 @constraint("attention_fits_registers",
             "the output accumulator, score tile and Q tile must fit 255 registers per thread")
-def _attention_fits_registers(p: Mapping[str, Value], ctx: Mapping[str, Any]) -> bool:
-    a = _attention(p)
-    if a is None:
-        return True
-    bm, bn, warps, _ = a
+@_on_tiles(_attention_tiles)
+def _attention_fits_registers(t: _Tiles, p: Mapping[str, Value], ctx: Mapping[str, Any],
+                              ) -> bool:
     d = _pow2_cover(ctx["head_dim"])
-    words = bm * d + bm * bn + bm * d * _bytes(p) / 4
-    return words / (32 * warps) + REGISTER_OVERHEAD <= REGISTERS_PER_THREAD
+    words = t.m * d + t.m * t.n + t.m * d * _bytes(p) / 4
+    return words / (32 * t.warps) + REGISTER_OVERHEAD <= REGISTERS_PER_THREAD
 
 
 @constraint("attention_blocks_within_seq",
             "query and key blocks no larger than the sequence rounded up to a power of two")
-def _attention_blocks_within_seq(p: Mapping[str, Value], ctx: Mapping[str, Any]) -> bool:
-    a = _attention(p)
-    return a is None or max(a[0], a[1]) <= _pow2_cover(ctx["seq"])
+@_on_tiles(_attention_tiles)
+def _attention_blocks_within_seq(t: _Tiles, p: Mapping[str, Value], ctx: Mapping[str, Any],
+                                 ) -> bool:
+    return max(t.m, t.n) <= _pow2_cover(ctx["seq"])
 
 
 @constraint("row_blocks_within_rows",
