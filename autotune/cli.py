@@ -13,7 +13,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from autotune.cli_common import OP_KINDS, SAMPLERS, device_option, storage_option
+from autotune.cli_common import (
+    OP_KINDS,
+    SAMPLERS,
+    device_option,
+    storage_option,
+    tolerance_option,
+)
 from autotune.cli_quality import landscape, replay
 from autotune.cli_report import report, studies
 from autotune.errors import UserError
@@ -82,10 +88,8 @@ def main() -> None:
 @click.option("--sampler", type=click.Choice(SAMPLERS), default="tpe", show_default=True,
               help="Optuna sampler; grid runs every config of the space in random order.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Sampler and data seed.")
-@click.option("--max-rel-error", type=click.FloatRange(min=0, min_open=True, max=1),
-              default=0.02, show_default=True,
-              help="Correctness bound ‖out−ref‖/‖ref‖ against float32; 0.02 admits bfloat16, "
-                   "1e-4 float32 only.")
+@tolerance_option("Correctness bound ‖out−ref‖/‖ref‖ against float32; 0.02 admits "
+                  "bfloat16, 1e-4 float32 only.")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Where to write the tuned config (default tuned/<model>-<device>.json).")
 @storage_option
@@ -318,8 +322,7 @@ def _export(storage: Any, model: str, device: str, tol: float, output: Path | No
               help="Model name as given to `autotune search` (a directory: its folder name).")
 @device_option
 @storage_option
-@click.option("--max-rel-error", type=click.FloatRange(min=0, min_open=True, max=1),
-              default=0.02, show_default=True, help="Only configs within this error qualify.")
+@tolerance_option("Only configs within this error qualify.")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Output file (default tuned/<model>-<device>.json).")
 def export_cmd(model: str, device: str, storage: str | None, max_rel_error: float,

@@ -26,3 +26,10 @@ def storage_option(fn: F) -> F:
 def device_option(fn: F) -> F:
     return click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu",
                         show_default=True, help="Where to tune and run.")(fn)
+
+
+def tolerance_option(help: str, default: float | None = 0.02) -> Callable[[F], F]:
+    """``--max-rel-error``: a bound on ‖out−ref‖/‖ref‖ in (0, 1]; ``None`` defaults to the
+    stored tolerance of whatever the command reads."""
+    return click.option("--max-rel-error", type=click.FloatRange(min=0, min_open=True, max=1),
+                        default=default, show_default=default is not None, help=help)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from autotune.cli_common import OP_KINDS, device_option, storage_option
+from autotune.cli_common import OP_KINDS, device_option, storage_option, tolerance_option
 from autotune.errors import UserError
 
 if TYPE_CHECKING:
@@ -36,8 +36,7 @@ def landscape() -> None:
 @click.option("--seq-len", type=click.IntRange(min=1), default=128, show_default=True)
 @device_option
 @storage_option
-@click.option("--max-rel-error", type=click.FloatRange(min=0, min_open=True, max=1),
-              default=0.02, show_default=True, help="Tolerance replays judge feasibility at.")
+@tolerance_option("Tolerance replays judge feasibility at.")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="JSON file (default landscapes/<model>-<op>-<bucket>-<device>.json).")
 def export_landscape_cmd(kind: str, model: str, batch_size: int, seq_len: int, device: str,
@@ -97,8 +96,7 @@ def _csv(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, .
 @click.option("--budget", type=click.IntRange(min=1), default=None,
               help="Trials per replay, as `autotune search --trials` (default: a quarter of "
                    "the recording's size).")
-@click.option("--max-rel-error", type=click.FloatRange(min=0, min_open=True, max=1),
-              default=None, help="Tolerance (default: the recording's).")
+@tolerance_option("Tolerance (default: the recording's).", default=None)
 @click.option("--warm-from", "warm_from", type=click.Path(exists=True, dir_okay=False,
                                                           path_type=Path), default=None,
               help="Landscape of the same op in another bucket: its best configs are tried "

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from autotune.cli_common import device_option, storage_option
+from autotune.cli_common import device_option, storage_option, tolerance_option
 from autotune.errors import UserError
 
 if TYPE_CHECKING:
@@ -28,9 +28,8 @@ if TYPE_CHECKING:
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="HTML file (default reports/<model>-<device>.html); the forward-pass graph "
                    "is written next to it as .mmd (Mermaid).")
-@click.option("--max-rel-error", type=click.FloatRange(min=0, min_open=True, max=1),
-              default=None, help="Tolerance the results are judged at (default: that of the "
-                                 "newest search).")
+@tolerance_option("Tolerance the results are judged at (default: that of the newest "
+                  "search).", default=None)
 @click.option("--machine", default=None, metavar="FINGERPRINT",
               help="Machine whose studies to show, when the database holds several.")
 @click.option("--measure-peaks/--no-measure-peaks", default=True, show_default=True,
