@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from autotune.models.bert import BertArch
+from autotune.models.bert import BertArch, Bucket
 
 TINY = BertArch(vocab_size=101, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                 intermediate_size=64, max_position_embeddings=64)
@@ -35,3 +36,16 @@ def tiny_model_dir(tmp_path: Path) -> Path:
 
 #: where Triton kernels and CUDA variants run in tests: the GPU, or the CPU interpreter
 KERNEL_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def op_case(kind: str, arch: BertArch, bucket: Bucket, seed: int = 0, device: str = "cpu",
+            ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], Any]:
+    """Random weights and inputs of one op instance on ``device``, and the float32 reference
+    output computed there."""
+    from autotune.ops import op_spec
+
+    spec = op_spec(kind)
+    gen = torch.Generator().manual_seed(seed)
+    weights = {k: v.to(device) for k, v in spec.make_weights(arch, gen).items()}
+    inputs = {k: v.to(device) for k, v in spec.make_inputs(arch, bucket, gen).items()}
+    return weights, inputs, spec.reference(weights, inputs, arch)

@@ -10,10 +10,11 @@ import torch.nn.functional as F
 
 from autotune.kernels.triton import GemmTiles, TritonLayerNorm, TritonLinear, flash_attention
 from autotune.models.bert import BertArch, Bucket
-from autotune.ops import cast_inputs, get_variant, op_spec, rel_error
+from autotune.ops import cast_inputs, get_variant, rel_error
 from autotune.ops.attention import key_lengths
 from autotune.search.spaces import load_spaces, space_context
 from autotune.settings import DEFAULT_SPACES_DIR
+from tests.conftest import op_case
 from tests.space_sampling import covering_sample
 
 BASE = BertArch(30522, 768, 12, 12, 3072)
@@ -75,11 +76,7 @@ def test_every_cuda_variant_at_bert_shapes(kind: str) -> None:
     a config the GPU cannot run must fail with an exception (a failed trial), never be wrong."""
     space = load_spaces(DEFAULT_SPACES_DIR, "cuda")[kind]
     bucket = Bucket(8, 128)
-    spec = op_spec(kind)
-    gen = torch.Generator().manual_seed(0)
-    weights = {k: v.cuda() for k, v in spec.make_weights(BASE, gen).items()}
-    inputs = {k: v.cuda() for k, v in spec.make_inputs(BASE, bucket, gen).items()}
-    ref = spec.reference(weights, inputs, BASE)
+    weights, inputs, ref = op_case(kind, BASE, bucket, device="cuda")
     sample = covering_sample(space, space_context(kind, BASE, bucket, "cuda"), 8, seed=0)
     ran = 0
     for params in sample:

@@ -7,13 +7,12 @@ tensors (Triton in its interpreter), on a GPU where there is one.
 from __future__ import annotations
 
 import pytest
-import torch
 
 from autotune.models.bert import BertArch, Bucket
-from autotune.ops import cast_inputs, get_variant, op_spec, rel_error, variants
+from autotune.ops import cast_inputs, get_variant, rel_error, variants
 from autotune.search.spaces import NO_DEVICE_LIMITS, load_spaces, space_context
 from autotune.settings import DEFAULT_SPACES_DIR
-from tests.conftest import KERNEL_DEVICE, TINY
+from tests.conftest import KERNEL_DEVICE, TINY, op_case
 from tests.space_sampling import covering_sample
 
 SPACES = load_spaces(DEFAULT_SPACES_DIR, "cuda")
@@ -47,13 +46,7 @@ def _sample(kind: str, bucket: Bucket, n: int, seed: int) -> list[dict]:
 @pytest.mark.parametrize("bucket", [Bucket(1, 8), Bucket(3, 17)], ids=lambda b: b.label)
 @pytest.mark.parametrize("kind", sorted(SPACES))
 def test_cuda_variants_match_reference(kind: str, bucket: Bucket) -> None:
-    spec = op_spec(kind)
-    gen = torch.Generator().manual_seed(0)
-    weights = spec.make_weights(TINY, gen)
-    inputs = spec.make_inputs(TINY, bucket, gen)
-    ref = spec.reference(weights, inputs, TINY)
-    dev_w = {k: v.to(KERNEL_DEVICE) for k, v in weights.items()}
-    dev_in = {k: v.to(KERNEL_DEVICE) for k, v in inputs.items()}
+    dev_w, dev_in, ref = op_case(kind, TINY, bucket, device=KERNEL_DEVICE)
     for params in _sample(kind, bucket, 6, seed=len(kind) + bucket.seq):
         v = get_variant(kind, "cuda", str(params["variant"]))
         out = v.build(dev_w, params, TINY, bucket)(cast_inputs(dev_in, v.input_dtype(params)))
@@ -65,15 +58,12 @@ def test_cuda_variants_match_reference(kind: str, bucket: Bucket) -> None:
 
 def test_compiled_variant_matches_reference() -> None:
     """torch.compile of one op, here on whatever device the kernels run on."""
-    spec, bucket = op_spec("ffn_up"), Bucket(2, 8)
-    gen = torch.Generator().manual_seed(1)
-    weights, inputs = spec.make_weights(TINY, gen), spec.make_inputs(TINY, bucket, gen)
+    bucket = Bucket(2, 8)
+    weights, inputs, ref = op_case("ffn_up", TINY, bucket, seed=1, device=KERNEL_DEVICE)
     params = {"variant": "compiled", "precision": "float32", "gelu": "erf",
               "compile_mode": "default"}
-    fn = get_variant("ffn_up", "cuda", "compiled").build(
-        {k: v.to(KERNEL_DEVICE) for k, v in weights.items()}, params, TINY, bucket)
-    out = fn({k: v.to(KERNEL_DEVICE) for k, v in inputs.items()})
-    assert rel_error(out, spec.reference(weights, inputs, TINY)) <= 1e-5
+    fn = get_variant("ffn_up", "cuda", "compiled").build(weights, params, TINY, bucket)
+    assert rel_error(fn(inputs), ref) <= 1e-5
 
 
 def _gemm(**over: object) -> dict:

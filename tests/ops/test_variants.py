@@ -11,7 +11,7 @@ from autotune.models.bert import Bucket
 from autotune.ops import cast_inputs, get_variant, op_spec, rel_error, variants
 from autotune.search.spaces import load_spaces, space_context
 from autotune.settings import DEFAULT_SPACES_DIR
-from tests.conftest import TINY
+from tests.conftest import TINY, op_case
 
 # bfloat16 keeps 8 mantissa bits; int8 ~7 bits on random data. The gate in the search is
 # --max-rel-error; these bounds only catch variants that are broken, not merely imprecise.
@@ -36,11 +36,7 @@ def test_every_registered_variant_has_a_space_choice() -> None:
 @pytest.mark.parametrize("bucket", BUCKETS, ids=lambda b: b.label)
 @pytest.mark.parametrize("kind", sorted(SPACES))
 def test_variants_match_reference(kind: str, bucket: Bucket) -> None:
-    spec = op_spec(kind)
-    gen = torch.Generator().manual_seed(0)
-    weights = spec.make_weights(TINY, gen)
-    inputs = spec.make_inputs(TINY, bucket, gen)
-    ref = spec.reference(weights, inputs, TINY)
+    weights, inputs, ref = op_case(kind, TINY, bucket)
     configs = _configs(kind, bucket)
     if os.environ.get("AUTOTUNE_SKIP_COMPILE", "1") == "1":
         configs = [c for c in configs if c["variant"] != "compiled"]  # covered separately
@@ -58,13 +54,11 @@ def test_variants_match_reference(kind: str, bucket: Bucket) -> None:
 
 
 def test_compiled_embeddings_match_reference() -> None:
-    spec = op_spec("embeddings")
     bucket = Bucket(2, 8)
-    gen = torch.Generator().manual_seed(1)
-    weights, inputs = spec.make_weights(TINY, gen), spec.make_inputs(TINY, bucket, gen)
+    weights, inputs, ref = op_case("embeddings", TINY, bucket, seed=1)
     params = {"variant": "compiled", "precision": "float32", "threads": 1}
     fn = get_variant("embeddings", "cpu", "compiled").build(weights, params, TINY, bucket)
-    assert rel_error(fn(inputs), spec.reference(weights, inputs, TINY)) <= 1e-5
+    assert rel_error(fn(inputs), ref) <= 1e-5
 
 
 def test_attention_honours_padding_mask() -> None:
