@@ -38,8 +38,8 @@ def test_gemm_at_bert_shapes(precision: str, rows: int) -> None:
     w2 = torch.randn(768, 3072, device="cuda") * 0.02
     r = torch.randn(rows, 768, device="cuda")
     ref2 = F.linear(ref, w2, b[:768]) + r
-    dtype = TritonLinear(w2, b[:768], precision, TILES).dtype
-    down = TritonLinear(w2, b[:768], precision, TILES)(ref.to(dtype), r.to(dtype))
+    lin = TritonLinear(w2, b[:768], precision, TILES)
+    down = lin(ref.to(lin.dtype), r.to(lin.dtype))
     assert err(down, ref2) <= BOUND[precision]
 
 
