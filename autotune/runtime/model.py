@@ -86,6 +86,8 @@ class TunedBert(torch.nn.Module):
         self.pad_to = config.pad_to_multiple if config else 1
         self.varlen = bool(config and config.varlen)
         self.cuda_graphs = config.cuda_graphs if config else 0
+        self.skips_padded_keys = any(c.params.get("skip_padded_keys")
+                                     for c in self.ops.get("attention", ()))
         self._graphs: dict[tuple[object, ...], tuple[Any, tuple[torch.Tensor | None, ...],
                                                      tuple[torch.Tensor, torch.Tensor | None]]] = {}
         self._built: dict[tuple[str, int, Bucket], tuple[OpFn, torch.dtype]] = {}
@@ -184,8 +186,9 @@ class TunedBert(torch.nn.Module):
         keep = mask.bool()[:, None, None, :]
         masks = {"mask_bool": keep,
                  "mask_add": torch.zeros(keep.shape, device=keep.device).masked_fill(
-                     ~keep, torch.finfo(torch.float32).min),
-                 "key_lengths": key_lengths(mask)}
+                     ~keep, torch.finfo(torch.float32).min)}
+        if self.skips_padded_keys:  # only flash attention reads them (~20 µs on a CPU)
+            masks["key_lengths"] = key_lengths(mask)
         real = mask.reshape(-1).nonzero().squeeze(1) if self.varlen else None
         if real is not None:
             h = h.reshape(batch * padded, -1).index_select(0, real)[None]  # (1, tokens, hidden)

@@ -8,10 +8,10 @@ from autotune.measure.result import MeasureTask
 from autotune.measure.timing import time_many_cuda
 from autotune.measure.worker import MeasureWorker
 from autotune.runtime import parse_config
-from autotune.runtime.config import config_dict
 from autotune.runtime.model import TunedBert
 from autotune.runtime.weights import random_weights
 from tests.conftest import TINY
+from tests.runtime.helpers import triton_config
 
 
 def test_cuda_timing_orders_work_by_size() -> None:
@@ -33,32 +33,10 @@ def test_worker_measures_a_triton_variant_on_the_gpu() -> None:
     assert r.cand_ms is not None and r.cand_ms > 0
 
 
-def _config(graphs: int) -> dict:
-    entry = {"bucket": {"batch": 2, "seq": 16}, "latency_ms": 1.0, "baseline_ms": 1.0,
-             "rel_error": 0.0}
-    gemm = {"precision": "float16", "block_m": 32, "block_n": 32, "block_k": 32, "group_m": 4,
-            "num_warps": 4, "num_stages": 2}
-    ops = {
-        "embeddings": [{**entry, "variant": "triton_fused",
-                        "params": {"precision": "float16", "block_rows": 2, "num_warps": 2}}],
-        "qkv_proj": [{**entry, "variant": "triton", "params": {**gemm, "head_split": True}}],
-        "attention": [{**entry, "variant": "triton_flash", "params": {
-            "precision": "float16", "block_m": 16, "block_n": 16, "num_warps": 2,
-            "num_stages": 2, "skip_padded_keys": True}}],
-        "attn_out": [{**entry, "variant": "triton", "params": {
-            **gemm, "residual": "epilogue", "ln_rows": 2, "ln_warps": 2}}],
-        "ffn_up": [{**entry, "variant": "triton", "params": {**gemm, "gelu": "erf"}}],
-        "ffn_down": [{**entry, "variant": "triton", "params": {
-            **gemm, "residual": "layer_norm", "ln_rows": 1, "ln_warps": 4}}],
-        "pooler": [{**entry, "variant": "torch", "params": {"precision": "float16"}}],
-    }
-    return config_dict("tiny", TINY, "cuda", 0.05, ops, cuda_graphs=graphs)
-
-
 def test_cuda_graphs_replay_the_same_forward() -> None:
     state = random_weights(TINY)
-    eager = TunedBert(TINY, state, parse_config(_config(0)), "cuda")
-    graphed = TunedBert(TINY, state, parse_config(_config(2)), "cuda")
+    eager = TunedBert(TINY, state, parse_config(triton_config(0)), "cuda")
+    graphed = TunedBert(TINY, state, parse_config(triton_config(2)), "cuda")
     reference = TunedBert(TINY, state, None, "cuda")
     for seed in range(3):  # new inputs each time: the graph must read them, not replay old ones
         gen = torch.Generator().manual_seed(seed)

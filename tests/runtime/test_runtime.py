@@ -174,3 +174,32 @@ def test_runtime_imports_no_search_dependencies() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == ""
+
+
+def test_triton_config_runs_and_skipping_padded_keys_changes_nothing() -> None:
+    """A cuda config on CPU tensors (Triton interpreted; on a GPU, on the GPU): every Triton
+    op runs inside the runtime, and flash attention stopping at each sequence's last real key
+    gives the very same outputs as attending over every key."""
+    from autotune.runtime.config import parse_config
+    from autotune.runtime.model import TunedBert
+    from autotune.runtime.weights import random_weights
+    from tests.conftest import KERNEL_DEVICE
+    from tests.runtime.helpers import triton_config
+
+    state = random_weights(TINY)
+    skip = TunedBert(TINY, state, parse_config(triton_config()), KERNEL_DEVICE)
+    full = TunedBert(TINY, state, parse_config(triton_config(skip_padded_keys=False)),
+                     KERNEL_DEVICE)
+    ref = TunedBert(TINY, state, None, KERNEL_DEVICE)
+    assert skip.skips_padded_keys and not full.skips_padded_keys
+    ids = torch.randint(0, TINY.vocab_size, (2, 16), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    mask[1, 5:] = 0
+    ids, mask = ids.to(KERNEL_DEVICE), mask.to(KERNEL_DEVICE)
+    a, b, r = skip(ids, mask), full(ids, mask), ref(ids, mask)
+    assert torch.equal(a.last_hidden_state, b.last_hidden_state)
+    keep = mask.bool()
+    err = (a.last_hidden_state - r.last_hidden_state)[keep].norm() / r.last_hidden_state[
+        keep].norm()
+    assert float(err) < 2e-2
+    assert len(skip._built) == 1 + 5 * TINY.num_hidden_layers + 1  # no float32 fallback
