@@ -204,7 +204,7 @@ class TunedBert(torch.nn.Module):
 
     def _graphed(self, *args: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``_encode`` replayed from a CUDA graph captured once per input shape: one launch
-        instead of a few hundred, which is what small batches are bound by."""
+        instead of one per kernel (whether that pays is the model-level study's to measure)."""
         key = tuple(None if t is None else tuple(t.shape) for t in args)
         if key not in self._graphs:
             static = tuple(None if t is None else t.clone() for t in args)

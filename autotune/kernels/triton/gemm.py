@@ -97,7 +97,7 @@ def _gemm_kernel(  # type: ignore[no-untyped-def]
 ):
     rm, rn = _tile(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
     # With SPLIT_K > 1, program (tile, s) sums K_PER_SPLIT of the K products: more programs
-    # for the small-M GEMMs of short batches, which leave most of the GPU idle otherwise.
+    # for the small-M GEMMs of short batches, whose output tiles alone are fewer than the SMs.
     k_start = tl.program_id(1) * K_PER_SPLIT
     k_end = min(k_start + K_PER_SPLIT, K)
     rk = tl.arange(0, BLOCK_K)
