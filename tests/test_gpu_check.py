@@ -1,5 +1,6 @@
-"""benchmarks/gpu_check.py is meant for a GPU machine; its --smoke mode runs every phase here
-(tiny model, Triton interpreted) so that the script is known to work before a GPU runs it."""
+"""benchmarks/gpu_check.py is meant for a GPU machine; its --smoke mode runs every phase on a
+tiny model (without a GPU: Triton interpreted) so that the script is known to work before a
+GPU runs it in full."""
 
 from __future__ import annotations
 
@@ -9,15 +10,12 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
 def test_gpu_check_smoke_runs_every_phase(tmp_path: Path) -> None:
-    if torch.cuda.is_available():
-        pytest.skip("on a GPU, run the script itself")
     out = tmp_path / "gpu_check.json"
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--smoke",
                         "--budget-s", "45", "--output", str(out)],

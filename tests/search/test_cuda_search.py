@@ -1,5 +1,5 @@
-"""The whole cuda path without a GPU: search over the shipped cuda spaces (Triton kernels in
-the interpreter, torch variants on CPU tensors), export, and the runtime running the result."""
+"""The whole cuda path: search over the shipped cuda spaces, export, and the runtime running
+the result. Without a GPU, Triton kernels run interpreted and torch variants on CPU tensors."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import warnings
 from pathlib import Path
 
 import optuna
-import pytest
 import torch
 from rich.console import Console
 
@@ -19,14 +18,13 @@ from autotune.runtime import load, parse_config
 from autotune.search.driver import SearchOptions
 from autotune.settings import DEFAULT_SPACES_DIR
 from autotune.storage import open_optuna_storage
-
-pytestmark = pytest.mark.skipif(torch.cuda.is_available(),
-                                reason="on a GPU the gpu-marked tests cover this for real")
+from tests.conftest import KERNEL_DEVICE
 
 
 def _cpu_runnable_spaces(root: Path) -> Path:
     """The shipped cuda spaces minus torch.compile (minutes of C++ builds on a CPU) and SDPA
-    (its flash, efficient and cuDNN backends exist on CUDA only)."""
+    (its flash, efficient and cuDNN backends exist on CUDA only), so that the same search runs
+    with and without a GPU."""
     shutil.copytree(DEFAULT_SPACES_DIR / "cuda", root / "cuda")
     for f in (root / "cuda").glob("*.yaml"):
         text = f.read_text().replace(", compiled]", "]").replace("sdpa, ", "")
@@ -60,11 +58,12 @@ def test_cuda_search_exports_a_config_the_runtime_runs(tmp_path: Path,
 
     # The exported ops (not the float32 fallback: no warning) against the reference model.
     config = dataclasses.replace(config, pad_to_multiple=1, varlen=False)
-    tuned = load(str(tiny_model_dir), config, device="cpu")
-    ref = load(str(tiny_model_dir), device="cpu")
+    tuned = load(str(tiny_model_dir), config, device=KERNEL_DEVICE)
+    ref = load(str(tiny_model_dir), device=KERNEL_DEVICE)
     ids = torch.randint(0, 100, (2, 8))
     mask = torch.ones_like(ids)
     mask[1, 5:] = 0
+    ids, mask = ids.to(KERNEL_DEVICE), mask.to(KERNEL_DEVICE)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         got = tuned(ids, mask)
