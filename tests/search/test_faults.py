@@ -40,6 +40,9 @@ def test_second_search_on_the_same_sqlite_file_is_refused(tmp_path: Path,
                    "--time-per-trial", "0.3")
     try:
         _wait_for_trials(first, db, 2)
+        # Paused (it keeps its lock), the first search cannot start or finish a trial while
+        # the trial states are compared: only the second one could change them.
+        first.send_signal(signal.SIGSTOP)
         before = _states(db)
         second = subprocess.run(_search_cmd(tiny_model_dir, db, tmp_path / "b.json",
                                             "--ops", "ffn_up"),
@@ -51,6 +54,7 @@ def test_second_search_on_the_same_sqlite_file_is_refused(tmp_path: Path,
         assert _states(db).get("RUNNING", 0) <= before.get("RUNNING", 0)  # no zombie added
         assert not (tmp_path / "b.json").exists()
     finally:
+        first.send_signal(signal.SIGCONT)
         first.kill()
         first.communicate()
 
