@@ -17,6 +17,7 @@ from autotune.cli_common import (
     OP_KINDS,
     SAMPLERS,
     device_option,
+    positive_float,
     storage_option,
     tolerance_option,
 )
@@ -83,7 +84,7 @@ def main() -> None:
 @click.option("--trials", type=click.IntRange(min=1), default=20, show_default=True,
               help="Trials per study (one study per op kind and bucket); finished trials of "
                    "earlier runs count.")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--timeout", type=positive_float(), default=None,
               help="Stop starting new trials after this many seconds overall.")
 @click.option("--sampler", type=click.Choice(SAMPLERS), default="tpe", show_default=True,
               help="Optuna sampler; grid runs every config of the space in random order.")
@@ -93,9 +94,9 @@ def main() -> None:
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Where to write the tuned config (default tuned/<model>-<device>.json).")
 @storage_option
-@click.option("--trial-timeout", type=click.FloatRange(min=0, min_open=True), default=180.0,
+@click.option("--trial-timeout", type=positive_float(), default=180.0,
               show_default=True, help="Seconds before a hanging measurement is killed.")
-@click.option("--time-per-trial", type=click.FloatRange(min=0, min_open=True), default=1.0,
+@click.option("--time-per-trial", type=positive_float(), default=1.0,
               show_default=True, help="Seconds of interleaved timing per trial.")
 @click.option("--spaces", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder of search spaces (<device>/<kind>.yaml).")
@@ -367,7 +368,7 @@ def _peers(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str,
 @click.option("--against", default=",".join(PEERS), show_default=True, callback=_peers,
               help="Contenders to time next to the tuned model (onnxruntime needs the "
                    "`peers` extra; absent ones are skipped with a note).")
-@click.option("--seconds", type=click.FloatRange(min=0, min_open=True), default=10.0,
+@click.option("--seconds", type=positive_float(), default=10.0,
               show_default=True, help="Interleaved timing budget per bucket.")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="JSON results (default: next to the config, .bench.json).")

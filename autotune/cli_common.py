@@ -3,6 +3,7 @@ subcommands can use them without importing ``cli``)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -14,6 +15,24 @@ F = TypeVar("F", bound=Callable[..., Any])
 # loads torch and optuna, which `autotune --help` should not wait for (a test keeps them equal).
 OP_KINDS = ("embeddings", "qkv_proj", "attention", "attn_out", "ffn_up", "ffn_down", "pooler")
 SAMPLERS = ("tpe", "random", "grid", "gp")
+
+
+class FiniteFloat(click.FloatRange):
+    """A float in a range that is a number: click's FloatRange lets NaN through (every
+    comparison with NaN is false) and takes ±inf as a value."""
+
+    name = "finite float"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        rv = super().convert(value, param, ctx)
+        if not math.isfinite(rv):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return rv
+
+
+def positive_float() -> FiniteFloat:
+    return FiniteFloat(min=0, min_open=True)
 
 
 def storage_option(fn: F) -> F:
@@ -31,5 +50,5 @@ def device_option(fn: F) -> F:
 def tolerance_option(help: str, default: float | None = 0.02) -> Callable[[F], F]:
     """``--max-rel-error``: a bound on ‖out−ref‖/‖ref‖ in (0, 1]; ``None`` defaults to the
     stored tolerance of whatever the command reads."""
-    return click.option("--max-rel-error", type=click.FloatRange(min=0, min_open=True, max=1),
+    return click.option("--max-rel-error", type=FiniteFloat(min=0, min_open=True, max=1),
                         default=default, show_default=default is not None, help=help)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -35,6 +36,51 @@ def test_bad_flags(args: list[str], message: str, tmp_path: Path) -> None:
     assert message in result.output
     assert "Traceback" not in result.output
     assert not db.exists()  # nothing written
+
+
+def _float_options() -> list[tuple[str, str]]:
+    """Every float option of every subcommand (nested groups included)."""
+    out: list[tuple[str, str]] = []
+
+    def walk(cmd: click.Command, path: list[str]) -> None:
+        if isinstance(cmd, click.Group):
+            for name, sub in cmd.commands.items():
+                walk(sub, [*path, name])
+            return
+        for p in cmd.params:
+            if isinstance(p, click.Option) and isinstance(p.type, click.types.FloatParamType):
+                out.append((" ".join(path), p.opts[0]))
+    walk(main, [])
+    return out
+
+
+def _options(command: str) -> set[str]:
+    cmd: click.Command = main
+    for name in command.split():
+        assert isinstance(cmd, click.Group)
+        cmd = cmd.commands[name]
+    return {o for p in cmd.params for o in p.opts}
+
+
+def test_every_float_option_is_checked() -> None:
+    assert len(_float_options()) >= 8  # search has four, bench one, several take a tolerance
+
+
+@pytest.mark.parametrize("value", ["nan", "NaN", "inf", "-inf"])
+@pytest.mark.parametrize(("command", "option"), _float_options())
+def test_float_options_refuse_nan_and_inf(command: str, option: str, value: str,
+                                          tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    db = tmp_path / "x.sqlite3"
+    storage = ["--storage", f"sqlite:///{db}"] if "--storage" in _options(command) else []
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    result = CliRunner().invoke(main, [*command.split(), f"{option}={value}", *storage])
+    assert not list((tmp_path / "cwd").iterdir())  # nothing written
+    assert result.exit_code == 2, result.output
+    assert option in result.output and "Traceback" not in result.output
+    assert "finite" in result.output or "range" in result.output
+    assert not db.exists()
 
 
 def test_cuda_without_gpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
