@@ -34,18 +34,18 @@ def _serve(conn: Connection, preload: Sequence[str]) -> None:
         importlib.import_module(name)
     from autotune.measure.run import measure
 
-    conn.send("ready")
-    while True:
-        try:
+    try:
+        conn.send("ready")
+        while True:
             task = conn.recv()
-        except EOFError:
-            return
-        if task is None:
-            return
-        result = measure(task)
-        conn.send(result.to_dict())
-        if result.extra.get("restart_worker"):
-            return  # a broken CUDA context: the parent starts a fresh process
+            if task is None:
+                return
+            result = measure(task)
+            conn.send(result.to_dict())
+            if result.extra.get("restart_worker"):
+                return  # a broken CUDA context: the parent starts a fresh process
+    except (EOFError, ConnectionError):  # the search process is gone (killed): nobody to answer
+        return
 
 
 def _exit_reason(code: int | None) -> str:
