@@ -195,6 +195,7 @@ def run_search(opts: SearchOptions, output: Path | None, console: Console,
 
 def _run_search(opts: SearchOptions, resolved: ResolvedModel, output: Path | None,
                 console: Console, preload: Sequence[str], started: datetime, t0: float) -> int:
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from autotune.search.driver import Searcher
@@ -220,6 +221,7 @@ def _run_search(opts: SearchOptions, resolved: ResolvedModel, output: Path | Non
     with Progress(*columns, console=console, transient=False) as bar:
         task = bar.add_task("starting", total=len(searcher.instances) * opts.trials)
         searcher.progress = lambda desc, n: bar.update(task, advance=n, description=desc)
+        searcher.say = lambda msg: bar.console.print(f"[yellow]{escape(msg)}[/]")
         try:
             for inst in searcher.instances:
                 if searcher.out_of_time():

@@ -28,6 +28,7 @@ from autotune.models.bert import Bucket, ResolvedModel
 from autotune.runtime.config import config_dict, parse_config
 from autotune.runtime.model import TunedBert
 from autotune.search.samplers import make_sampler
+from autotune.storage.liveness import Liveness
 from autotune.storage.results import precision_of
 
 PAD_MULTIPLES = (1, 8, 32)
@@ -192,16 +193,22 @@ def run_composition(storage: optuna.storages.BaseStorage, composer: Composer, tr
     if not study.trials:
         for seed_params in seed_compositions(composer):
             study.enqueue_trial(seed_params)
+    live = Liveness(study, storage)  # shared databases: a dead worker's trial is retried
+    live.fail_dead()
     done = sum(1 for t in study.trials if t.state == TrialState.COMPLETE)
     for _ in range(max(0, trials - done)):
+        live.fail_dead()
         trial = study.ask()
-        comp = _suggest(trial, composer)
-        res = composer.evaluate(comp)
-        for k, v in res.items():
-            trial.set_user_attr(k, v)
-        trial.set_constraint("e2e_error", composer.violation(res["rel_error"],
-                                                             res["pooler_cos"]))
-        study.tell(trial, res["ratio"])
+        with live.running(trial) as alive:
+            if not alive:
+                continue
+            comp = _suggest(trial, composer)
+            res = composer.evaluate(comp)
+            for k, v in res.items():
+                trial.set_user_attr(k, v)
+            trial.set_constraint("e2e_error", composer.violation(res["rel_error"],
+                                                                 res["pooler_cos"]))
+            study.tell(trial, res["ratio"])
         progress(f"composition {trial.number + 1}: {res['ms']:.1f} ms "
                  f"({res['ratio']:.2f}× the per-op winners), error {res['rel_error']:.1e}")
     feasible = [t for t in study.trials if t.state == TrialState.COMPLETE

@@ -8,8 +8,7 @@ feasible configs are measured again with more repeats and the winner is stored o
 
 from __future__ import annotations
 
-import os
-import socket
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from autotune.search.spaces import load_spaces, space_context
 from autotune.space import Params
 from autotune.storage import MeasurementCache, open_optuna_storage, prepare_url
 from autotune.storage.claims import Claims
+from autotune.storage.liveness import Liveness, worker_id
 from autotune.storage.results import FINISHED, feasible, params_key, ranked_configs, trial_counts
 
 COPIES_CAP = 8  # weight copies rotated per op: enough to defeat caches, bounded in memory
@@ -97,6 +97,7 @@ class Searcher:
         self.opts = opts
         self.resolved = resolved
         self.progress = progress or (lambda desc, n: None)
+        self.say: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr)
         self.spaces = load_spaces(opts.spaces_dir, opts.device, opts.ops)
         self.instances = [i for i in workload(resolved.arch, opts.buckets) if i.kind in opts.ops]
         self.url = prepare_url(opts.storage)
@@ -178,7 +179,8 @@ class Searcher:
 
         # Workers sharing a database split the budget through claims (see storage.claims).
         claims = None if self.url.startswith("sqlite") else Claims(
-            self.url, ident.key, self.opts.trials, f"{socket.gethostname()}:{os.getpid()}")
+            self.url, ident.key, self.opts.trials, worker_id())
+        live = Liveness(study, self.storage)
 
         def measure(params: Params, trial: optuna.Trial) -> tuple[MeasureResult, bool] | str:
             key = config_key(ident.key, params)
@@ -186,9 +188,9 @@ class Searcher:
             if res is not None:
                 return res, True
             if claims is not None:
-                # marked before claiming, so a claim is never left without a trial to release it
+                # marked before claiming, so a claim is never left without a trial to release
+                # it (the trial's worker is marked when its heartbeat starts, see liveness)
                 trial.set_user_attr("config_key", key)
-                trial.set_user_attr("worker", claims.worker)
                 got = claims.claim(key)
                 if got is None:
                     return "shared budget spent"
@@ -202,13 +204,17 @@ class Searcher:
                 claims.release(key)
             return res, False
 
+        # Another worker's trial lasts at most a measurement (with a worker restart) unless
+        # that worker hangs; a dead one is found within the grace period.
+        wait_limit = 2 * self.opts.trial_timeout + 4 * live.grace + 60
         policy = LoopPolicy(self.opts.trials, self.opts.sampler, self.opts.seed,
                             self.opts.max_rel_error, self.warm_start(inst), self.opts.patience,
-                            self.opts.local_every)
+                            self.opts.local_every, wait_limit)
         try:
             run_trials(study, space, ctx, policy, measure, self.out_of_time,
                        lambda: self.progress(desc, 1),
-                       None if claims is None else claims.free)
+                       None if claims is None else claims.free,
+                       None if claims is None else live, self.say)
         finally:
             if claims is not None:
                 claims.close()

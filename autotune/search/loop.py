@@ -8,17 +8,17 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
-from optuna.storages import fail_stale_trials
-from optuna.storages._heartbeat import get_heartbeat_thread
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from autotune.measure import MeasureResult
 from autotune.search.objective import suggest
 from autotune.space import Params, Space
+from autotune.storage.liveness import WORKER, Liveness, marked
 from autotune.storage.results import FINISHED, feasible, params_key
 
 #: What measuring one config gives: its result and whether it came from a cache; or, from a
@@ -37,6 +37,7 @@ class LoopPolicy:
     warm: Sequence[Params] = field(default_factory=tuple)  # tried right after the baseline
     patience: int | None = None  # stop after this many distinct configs without a new best
     local_every: int = 0  # > 0: every n-th new config is a neighbour of the best (0: off)
+    wait_limit_s: float = 600.0  # shared studies: give up waiting on others' trials after this
 
 
 def tell(study: optuna.Study, trial: optuna.Trial, res: MeasureResult, tol: float,
@@ -76,7 +77,8 @@ def _enqueue_first(study: optuna.Study, space: Space, ctx: dict[str, Any], polic
 def run_trials(study: optuna.Study, space: Space, ctx: dict[str, Any], policy: LoopPolicy,
                measure: Measure, stop: Callable[[], bool] = lambda: False,
                on_new: Callable[[], None] = lambda: None,
-               budget_left: Callable[[], int] | None = None) -> None:
+               budget_left: Callable[[], int] | None = None, live: Liveness | None = None,
+               say: Callable[[str], None] = lambda msg: None) -> None:
     """Run trials until ``policy.trials`` distinct configs have a result in ``study``.
 
     A proposal the study has already seen is answered from the cache (no measurement, not
@@ -84,9 +86,11 @@ def run_trials(study: optuna.Study, space: Space, ctx: dict[str, Any], policy: L
     cannot spend the budget on repeats. A proposal that breaks a constraint is PRUNED, not
     measured and not counted.
 
-    Workers sharing the study pass ``budget_left`` (the study's free claims): the budget is
-    then the study's, not this worker's, and a worker whose budget is spent waits while
-    trials of other workers still run, since a dead worker's trial comes back to be retried.
+    Workers sharing the study pass ``budget_left`` (the study's free claims) and ``live``:
+    the budget is then the study's, not this worker's, and a worker whose budget is spent
+    waits while trials of other workers still run, since a dead worker's trial is failed
+    (``live.fail_dead``) and comes back to be retried. The wait is bounded: with no trial
+    finishing for ``policy.wait_limit_s`` the worker says so and gives up on the study.
     """
     seen = {params_key(t.params) for t in study.get_trials(deepcopy=False)
             if t.state in FINISHED}
@@ -99,13 +103,16 @@ def run_trials(study: optuna.Study, space: Space, ctx: dict[str, Any], policy: L
     asks, new = 0, 0
     rng = random.Random(policy.seed)
     local_every = 0 if policy.sampler == "grid" else policy.local_every
+    waiter = _Waiter(policy.wait_limit_s, say)
     while asks < 5 * policy.trials + 20 and not stop():
         if budget_left is not None:
-            fail_stale_trials(study)  # a dead worker's trial: failed, released, queued again
+            if live is not None:
+                live.fail_dead()  # a dead worker's trial: failed, released, queued again
             seen |= {params_key(t.params) for t in study.get_trials(deepcopy=False)
                      if t.state in FINISHED}
             if budget_left() <= 0 and not _waiting(study):
-                if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                if not running or not waiter.wait(running, study.study_name):
                     break
                 time.sleep(1.0)
                 continue
@@ -118,20 +125,24 @@ def run_trials(study: optuna.Study, space: Space, ctx: dict[str, Any], policy: L
             if step is not None:
                 study.enqueue_trial(step)
         trial = study.ask()
-        params = suggest(trial, space)
-        broken = space.violated(params, ctx)
-        if broken is not None:
-            trial.set_user_attr("reason", f"constraint: {broken}")
-            study.tell(trial, state=TrialState.PRUNED)
-            continue
-        with get_heartbeat_thread(trial._trial_id, study._storage):
+        beating: AbstractContextManager[bool] = \
+            nullcontext(True) if live is None else live.running(trial)
+        with beating as alive:
+            if not alive:  # failed by another worker while this one stalled: retried there
+                continue
+            params = suggest(trial, space)
+            broken = space.violated(params, ctx)
+            if broken is not None:
+                trial.set_user_attr("reason", f"constraint: {broken}")
+                study.tell(trial, state=TrialState.PRUNED)
+                continue
             got = measure(params, trial)
-        if isinstance(got, str):  # another worker has it, or the shared budget is spent
-            trial.set_user_attr("reason", got)
-            study.tell(trial, state=TrialState.PRUNED)
-            continue
-        res, cached = got
-        tell(study, trial, res, policy.tol, cached)
+            if isinstance(got, str):  # another worker has it, or the shared budget is spent
+                trial.set_user_attr("reason", got)
+                study.tell(trial, state=TrialState.PRUNED)
+                continue
+            res, cached = got
+            tell(study, trial, res, policy.tol, cached)
         if res.status == "interrupted":  # not a property of the config
             break
         key = params_key(params)
@@ -152,6 +163,37 @@ def run_trials(study: optuna.Study, space: Space, ctx: dict[str, Any], policy: L
             since_best += 1
         if policy.patience is not None and since_best >= policy.patience:
             break
+
+
+class _Waiter:
+    """Bounded, visible waiting on other workers' trials: says which trials it waits on
+    whenever that set changes, and gives up after ``limit_s`` without any of them finishing."""
+
+    def __init__(self, limit_s: float, say: Callable[[str], None]) -> None:
+        self.limit_s, self.say = limit_s, say
+        self.numbers: frozenset[int] = frozenset()
+        self.since = time.monotonic()
+
+    def wait(self, running: Sequence[FrozenTrial], study_name: str) -> bool:
+        """False: waited too long, give up."""
+        numbers = frozenset(t.number for t in running)
+        now = time.monotonic()
+        if numbers != self.numbers:  # a trial finished or started: the study moves
+            self.numbers, self.since = numbers, now
+            self.say(f"waiting on other workers' trials of {study_name}: {_describe(running)}")
+        elif numbers and now - self.since > self.limit_s:
+            self.say(f"gave up on {study_name} after {now - self.since:.0f} s waiting on "
+                     f"{_describe(running)}: they neither finish nor miss heartbeats (a hung "
+                     "worker?); its budget may be short of results; a later run resumes it")
+            return False
+        return True
+
+
+def _describe(running: Sequence[FrozenTrial]) -> str:
+    return ", ".join(
+        f"#{t.number} ({t.user_attrs[WORKER] if marked(t) else 'no heartbeat yet'}, since "
+        f"{t.datetime_start:%H:%M:%S})" if t.datetime_start else f"#{t.number}"
+        for t in sorted(running, key=lambda t: t.number))
 
 
 def _best_feasible(study: optuna.Study, tol: float) -> float:

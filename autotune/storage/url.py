@@ -75,6 +75,8 @@ def open_optuna_storage(url: str, heartbeat: int | None = None) -> optuna.storag
 
     # heartbeats, stale-trial retry and fail_stale_trials are marked experimental in Optuna
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    # ask/tell trials send their heartbeats through storage.liveness, which Optuna cannot see
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
     kwargs: dict[str, Any] = {"engine_kwargs": engine_kwargs(url)}
     if make_url(url).get_backend_name() != "sqlite":
         from autotune.storage.claims import retry_stale
