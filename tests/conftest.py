@@ -24,14 +24,17 @@ def tiny_arch() -> BertArch:
     return TINY
 
 
-@pytest.fixture
-def tiny_model_dir(tmp_path: Path) -> Path:
+def write_tiny_model(d: Path) -> Path:
     """A local model directory holding only a tiny BERT config.json."""
-    d = tmp_path / "tiny-bert"
-    d.mkdir()
+    d.mkdir(parents=True)
     cfg = {"model_type": "bert", "architectures": ["BertModel"], **TINY.to_dict()}
     (d / "config.json").write_text(json.dumps(cfg))
     return d
+
+
+@pytest.fixture
+def tiny_model_dir(tmp_path: Path) -> Path:
+    return write_tiny_model(tmp_path / "tiny-bert")
 
 
 #: where Triton kernels and CUDA variants run in tests: the GPU, or the CPU interpreter
