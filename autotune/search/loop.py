@@ -42,11 +42,13 @@ class LoopPolicy:
 
 def tell(study: optuna.Study, trial: optuna.Trial, res: MeasureResult, tol: float,
          cached: bool) -> None:
-    """Store a result on its trial: feasible or not is the trial's constraint, failures FAIL."""
-    for k, v in res.to_dict().items():
-        if k != "extra" and v is not None:
-            trial.set_user_attr(k, v)
+    """Store a result on its trial: feasible or not is the trial's constraint, failures FAIL.
+    ``status`` is written last: a trial whose worker dies in here either has the whole result
+    or none of it (readers take ``status`` as "this trial has a result")."""
     trial.set_user_attr("cached", cached)
+    attrs = {k: v for k, v in res.to_dict().items() if k != "extra" and v is not None}
+    for k, v in sorted(attrs.items(), key=lambda kv: kv[0] == "status"):
+        trial.set_user_attr(k, v)
     if res.status == "ok" and res.ratio is not None and res.rel_error is not None:
         trial.set_constraint("rel_error", res.rel_error - tol)
         study.tell(trial, res.ratio)
