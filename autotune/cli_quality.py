@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 
 @click.group()
 def landscape() -> None:
-    """Recorded landscapes: every config of an op's space with its live result."""
+    """Recorded landscapes: every config of a space with its result (exported from a study,
+    or imported from Kernel Tuner)."""
 
 
 @landscape.command("export")
@@ -73,6 +74,31 @@ def export_landscape_cmd(kind: str, model: str, batch_size: int, seq_len: int, d
                    f"{size}.", err=True)
 
 
+@landscape.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Landscape file to write (.json, or .json.gz to compress; default "
+                   "landscapes/<file name>.json).")
+def import_landscape_cmd(file: Path, output: Path | None) -> None:
+    """Import a brute-forced Kernel Tuner file (cache .json / .json.gz, or T4 output) as a
+    landscape that `autotune replay` runs samplers against: its parameters become the space,
+    its failed configs failed trials, its objective (lower is better) what is ranked."""
+    from autotune.search.kernel_tuner import import_kernel_tuner
+    from autotune.search.landscape import load_landscape, write_landscape
+
+    doc = import_kernel_tuner(file)
+    stem = file.name.removesuffix(".gz").removesuffix(".json")
+    out = output or Path("landscapes") / f"{stem}.json"
+    write_landscape(doc, out)
+    land = load_landscape(out)  # what replay will read: checked now
+    failed = sum(1 for _, r in land.entries.values() if r.status != "ok")
+    size = sum(1 for _ in land.search_space(Path()).configs())
+    best = min(r.ratio for _, r in land.entries.values() if r.ratio is not None)
+    click.echo(f"wrote {out}: {land.kind} on {land.device}, {land.size} configs "
+               f"({failed} failed) of the {size} its parameters span; best "
+               f"{land.source.get('objective') if land.source else 'objective'} {best:g}")
+
+
 def _csv(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
     from autotune.search.replay import STRATEGIES
 
@@ -117,7 +143,6 @@ def replay(paths: tuple[Path, ...], samplers: tuple[str, ...], seeds: int, budge
     from autotune.search.landscape import load_landscape
     from autotune.search.loop import warm_configs
     from autotune.search.replay import score
-    from autotune.search.spaces import load_spaces
 
     console = Console()
     results: list[dict[str, Any]] = []
@@ -126,18 +151,19 @@ def replay(paths: tuple[Path, ...], samplers: tuple[str, ...], seeds: int, budge
         warm = warm_configs([load_landscape(warm_from).ranked(max_rel_error)])
     for path in paths:
         land = load_landscape(path)
-        space = load_spaces(settings.spaces_dir(None), land.device, (land.kind,))[land.kind]
+        space = land.search_space(settings.spaces_dir(None))
         n = budget or max(1, land.size // 4)
         scores = []
         with Progress(console=console, transient=True) as bar:
             for s in samplers:
-                task = bar.add_task(f"{land.kind} {land.bucket.label} {s}", total=seeds)
+                task = bar.add_task(f"{land.label} {s}", total=seeds)
                 scores.append(score(land, space, s, seeds, n, max_rel_error, warm, patience,
                                     lambda t=task: bar.advance(t)))  # type: ignore[misc]
-        _print_scores(console, land.kind, land.bucket.label, land.size, n, seeds, scores)
-        results.append({"landscape": str(path), "kind": land.kind, "bucket": land.bucket.label,
+        _print_scores(console, land.label, land.size, n, seeds, scores)
+        results.append({"landscape": str(path), "kind": land.kind,
+                        "bucket": land.bucket.label if land.bucket else land.device,
                         "size": land.size, "budget": n, "seeds": seeds,
-                        "samplers": {s.sampler: _score_json(s) for s in scores}})
+                        "samplers": {s.sampler: s.to_json() for s in scores}})
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps({"replays": results}, indent=1) + "\n")
@@ -152,13 +178,13 @@ def _fmt(v: float, size: int) -> str:
     return "> budget" if math.isinf(v) else f"{v:.0f} ({100 * v / size:.0f}%)"
 
 
-def _print_scores(console: Any, kind: str, bucket: str, size: int, budget: int, seeds: int,
+def _print_scores(console: Any, label: str, size: int, budget: int, seeds: int,
                   scores: list[SamplerScore]) -> None:
     from rich.table import Table
 
     from autotune.search.replay import WITHIN
 
-    table = Table(title=f"replay: {kind} {bucket}, {size} configs, budget {budget}, "
+    table = Table(title=f"replay: {label}, {size} configs, budget {budget}, "
                         f"{seeds} seeds (median trials; % of the recording's size)")
     table.add_column("sampler")
     for w in WITHIN:
@@ -170,13 +196,3 @@ def _print_scores(console: Any, kind: str, bucket: str, size: int, budget: int, 
         table.add_row(s.sampler, *(_fmt(s.median_trials[w], size) for w in WITHIN),
                       f"{s.reached[0.03]:.0%}", f"+{100 * (final - 1):.1f}%")
     console.print(table)
-
-
-def _score_json(s: SamplerScore) -> dict[str, Any]:
-    def num(v: float) -> float | None:
-        return None if math.isinf(v) else v
-
-    return {"median_trials": {f"{w:g}": num(v) for w, v in s.median_trials.items()},
-            "reached": {f"{w:g}": v for w, v in s.reached.items()},
-            "median_curve": [num(v) for v in s.median_curve()],
-            "curves": [[num(v) for v in c] for c in s.curves]}

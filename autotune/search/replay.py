@@ -11,6 +11,7 @@ import math
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import optuna
 
@@ -83,10 +84,28 @@ class SamplerScore:
     reached: dict[float, float]  # within → share of seeds that reached it within the budget
     curves: list[list[float]]  # per seed: best ratio ÷ recording's best after each config
 
+    @classmethod
+    def of(cls, sampler: str, curves: list[list[float]]) -> SamplerScore:
+        """Score best-so-far curves (relative to the recording's best), one per seed."""
+        med = {w: statistics.median(trials_to_reach(c, 1 + w) for c in curves) for w in WITHIN}
+        reached = {w: sum(trials_to_reach(c, 1 + w) < math.inf for c in curves) / len(curves)
+                   for w in WITHIN}
+        return cls(sampler, med, reached, curves)
+
     def median_curve(self) -> list[float]:
         n = max(len(c) for c in self.curves)
         padded = [c + [c[-1]] * (n - len(c)) if c else [math.inf] * n for c in self.curves]
         return [statistics.median(col) for col in zip(*padded, strict=True)]
+
+    def to_json(self) -> dict[str, Any]:
+        """As ``autotune replay --output`` writes it (and the report reads it)."""
+        def num(v: float) -> float | None:
+            return None if math.isinf(v) else v
+
+        return {"median_trials": {f"{w:g}": num(v) for w, v in self.median_trials.items()},
+                "reached": {f"{w:g}": v for w, v in self.reached.items()},
+                "median_curve": [num(v) for v in self.median_curve()],
+                "curves": [[num(v) for v in c] for c in self.curves]}
 
 
 def score(land: Landscape, space: Space, sampler: str, seeds: int, budget: int,
@@ -98,7 +117,4 @@ def score(land: Landscape, space: Space, sampler: str, seeds: int, budget: int,
         curve = replay_once(land, space, sampler, seed, budget, tol, warm, patience)
         curves.append([v / best for v in curve])
         progress()
-    med = {w: statistics.median(trials_to_reach(c, 1 + w) for c in curves) for w in WITHIN}
-    reached = {w: sum(trials_to_reach(c, 1 + w) < math.inf for c in curves) / len(curves)
-               for w in WITHIN}
-    return SamplerScore(sampler, med, reached, curves)
+    return SamplerScore.of(sampler, curves)

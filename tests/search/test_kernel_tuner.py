@@ -1,0 +1,133 @@
+"""Kernel Tuner's brute-forced files imported as landscapes, and replay on their spaces."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from autotune.cli import main
+from autotune.search.kernel_tuner import import_kernel_tuner
+from autotune.search.landscape import load_landscape, write_landscape
+from autotune.search.replay import replay_once
+from autotune.storage.results import params_key
+
+A100 = Path(__file__).parents[1] / "data" / "kernel_tuner" / "convolution_A100.json.gz"
+
+
+@pytest.fixture(scope="module")
+def a100(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("kt") / "conv.json.gz"
+    result = CliRunner().invoke(main, ["landscape", "import", str(A100), "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "4362 configs (161 failed) of the 10240" in result.output
+    return out
+
+
+def test_import_keeps_the_space_the_failures_and_the_objective(a100: Path) -> None:
+    raw = json.loads(gzip.decompress(A100.read_bytes()))
+    land = load_landscape(a100)
+    assert land.kind == "convolution_kernel" and land.device == "NVIDIA A100-PCIE-40GB"
+    assert land.bucket is None and land.space is not None
+    assert [p.name for p in land.space.params] == raw["tune_params_keys"]
+    for p in land.space.params:
+        assert list(p.choices) == raw["tune_params"][p.name]
+    assert land.space.param("block_size_x").type == "int"  # 16..256 step 16: ordered
+    assert land.size == len(raw["cache"]) == 4362
+    failed = {r.reason for _, r in land.entries.values() if r.status != "ok"}
+    assert failed == {"RuntimeFailedConfig", "CompilationFailedConfig"}
+    assert sum(r.status != "ok" for _, r in land.entries.values()) == 161
+    times = [e["time"] for e in raw["cache"].values() if isinstance(e["time"], float)]
+    assert land.best() == pytest.approx(min(times))
+    legal = {params_key(c) for c in land.space.configs(land.context)}
+    assert legal == set(land.entries)  # restricted configs are no part of the space
+    assert land.space.size() == 10240
+
+
+def test_replay_on_an_imported_space_is_deterministic_per_seed(a100: Path) -> None:
+    land = load_landscape(a100)
+    space = land.search_space(Path("unused"))
+    runs = {seed: replay_once(land, space, "default", seed, 40) for seed in (0, 0, 1)}
+    again = replay_once(land, space, "default", 0, 40)
+    assert runs[0] == again and len(again) == 40
+    assert runs[0] != runs[1]
+    assert all(not math.isinf(v) for v in again[1:])  # every counted config was in the file
+    assert sorted(again, reverse=True) == again  # best so far
+
+
+def _kt_cache(entries: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    return {"kernel_name": "k", "device_name": "gpu", "objective": "time",
+            "tune_params_keys": ["a", "b"], "tune_params": {"a": [1, 2, 4], "b": ["x", "y"]},
+            "cache": {f"{e['a']},{e['b']}": e for e in entries}, **extra}
+
+
+def test_t4_and_cache_formats_agree(tmp_path: Path) -> None:
+    entries = [{"a": 1, "b": "x", "time": 2.0}, {"a": 2, "b": "x", "time": 1.0},
+               {"a": 4, "b": "y", "time": "RuntimeFailedConfig"},
+               {"a": 4, "b": "x", "time": "InvalidConfig"}]
+    (tmp_path / "c.json").write_text(json.dumps(_kt_cache(entries)))
+    t4 = {"schema_version": "1.0.0", "metadata": {"kernel_name": "k", "device_name": "gpu"},
+          "results": [{"configuration": {"a": e["a"], "b": e["b"]},
+                       "invalidity": {"RuntimeFailedConfig": "runtime",
+                                      "InvalidConfig": "constraints"}.get(str(e["time"]),
+                                                                         "correct"),
+                       "measurements": [{"name": "time", "value": e["time"], "unit": "ms"}]}
+                      for e in entries]}
+    (tmp_path / "t4.json").write_text(json.dumps(t4))
+    a = import_kernel_tuner(tmp_path / "c.json")
+    b = import_kernel_tuner(tmp_path / "t4.json")
+    for doc in (a, b):
+        write_landscape(doc, tmp_path / "l.json")
+        land = load_landscape(tmp_path / "l.json")
+        assert land.size == 3  # the restricted config is not part of the space
+        assert land.best() == 1.0
+        assert [r.status for _, r in sorted(land.entries.values(), key=lambda e: str(e[0]))] \
+            == ["ok", "ok", "error"]
+    assert a["space"]["params"]["a"] == {"type": "categorical", "choices": [1, 2, 4]}
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"not json", "cannot read a Kernel Tuner file"),
+    (b"\x1f\x8b\x08broken", "cannot read a Kernel Tuner file"),
+    (b"[1, 2]", "not a Kernel Tuner file"),
+    (b'{"tune_params": {}}', "no 'cache' or 'results'"),
+    (json.dumps(_kt_cache([{"a": 1, "b": "x"}])).encode(), "malformed Kernel Tuner file"),
+    (json.dumps(_kt_cache([{"a": 1, "b": "x", "time": "RuntimeFailedConfig"}])).encode(),
+     "no config with a measured 'time'"),
+    (json.dumps({"results": []}).encode(), "malformed Kernel Tuner file"),
+])
+def test_bad_files_are_one_line_errors(content: bytes, message: str, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(content)
+    result = CliRunner().invoke(main, ["landscape", "import", str(bad), "--output",
+                                       str(tmp_path / "out.json")])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.output
+    assert not (tmp_path / "out.json").exists()
+
+
+def test_replay_of_a_kernel_tuner_file_says_to_import_it(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["replay", "--landscape", str(A100), "--seeds", "1"])
+    assert result.exit_code == 2
+    assert "autotune landscape import" in result.output
+
+
+def test_the_search_quality_section_shows_kernel_tuner_and_random_expectation() -> None:
+    from autotune.report.html import replay_page
+    from autotune.search.replay import SamplerScore
+
+    replays = [{"landscape": "x.json.gz", "kind": "k", "bucket": "gpu", "size": 9,
+                "budget": 3, "seeds": 2, "random_expected": {"0.01": 5.0, "0.03": 5.0,
+                                                              "0.05": 2.5},
+                "samplers": {name: SamplerScore.of(name, [[2.0, 1.0, 1.0],
+                                                          [1.5, 1.5, 1.0]]).to_json()
+                             for name in ("default", "kt:genetic_algorithm")}}]
+    page = replay_page(replays)
+    assert "kt:genetic_algorithm" in page and "random (expected)" in page
+    assert ">2.5<" in page  # the expectation's row
