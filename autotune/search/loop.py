@@ -99,6 +99,7 @@ def run_trials(study: optuna.Study, space: Space, ctx: dict[str, Any], policy: L
     remaining = max(0, policy.trials - len(seen))
     configs = list(space.configs(ctx))
     random.Random(policy.seed).shuffle(configs)
+    keyed = [(params_key(c), c) for c in configs]
     if remaining:
         _enqueue_first(study, space, ctx, policy, configs, seen, remaining)
     best, since_best = _best_feasible(study, policy.tol), 0
@@ -106,6 +107,7 @@ def run_trials(study: optuna.Study, space: Space, ctx: dict[str, Any], policy: L
     rng = random.Random(policy.seed)
     local_every = 0 if policy.sampler == "grid" else policy.local_every
     waiter = _Waiter(policy.wait_limit_s, say)
+    spent: set[str] = set()  # configs whose neighbours are all seen (see _local_step)
     while asks < 5 * policy.trials + 20 and not stop():
         if budget_left is not None:
             if live is not None:
@@ -123,7 +125,7 @@ def run_trials(study: optuna.Study, space: Space, ctx: dict[str, Any], policy: L
         asks += 1
         if local_every and new % local_every == local_every - 1 \
                 and not _waiting(study):
-            step = _local_step(study, configs, seen, policy.tol, rng)
+            step = _local_step(study, keyed, seen, policy.tol, rng, spent)
             if step is not None:
                 study.enqueue_trial(step)
         trial = study.ask()
@@ -149,7 +151,7 @@ def run_trials(study: optuna.Study, space: Space, ctx: dict[str, Any], policy: L
             break
         key = params_key(params)
         if key in seen:
-            nxt = next((c for c in configs if params_key(c) not in seen), None)
+            nxt = next((c for key, c in keyed if key not in seen), None)
             if nxt is None:
                 break  # every config of the space has a result
             study.enqueue_trial(nxt)
@@ -214,25 +216,33 @@ def distance(a: Params, b: Params) -> int:
     return sum(1 for k in a.keys() & b.keys() if a[k] != b[k])
 
 
-def _local_step(study: optuna.Study, configs: list[Params], seen: set[str], tol: float,
-                rng: random.Random) -> Params | None:
-    """An unseen config one step from the best feasible config so far (hill climbing): on
-    these spaces most parameters act nearly independently, so the best config's neighbours
-    are where the next improvement usually is. The parameter to change is drawn first, then
-    its value: drawing among neighbours directly would mostly vary the parameters with many
-    values (row blocks, the other variant's settings)."""
-    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if t.value is not None and feasible(t.user_attrs, tol)]
-    if not done:
-        return None
-    center = min(done, key=lambda t: t.value or 0.0).params
-    by_param: dict[str, list[Params]] = {}
-    for c in configs:
-        if params_key(c) not in seen and distance(c, center) == 1:
-            by_param.setdefault(_changed(c, center), []).append(c)
-    if not by_param:
-        return None
-    return rng.choice(by_param[rng.choice(sorted(by_param))])
+def _local_step(study: optuna.Study, configs: list[tuple[str, Params]], seen: set[str],
+                tol: float, rng: random.Random, spent: set[str]) -> Params | None:
+    """An unseen config one step from the best feasible config whose neighbours are not all
+    seen yet (best-first hill climbing): on these spaces most parameters act nearly
+    independently, so good configs' neighbours are where the next improvement usually is, and
+    when the best one's are spent, the runner-up's may hold a better config that needs two
+    steps from the best (e.g. two block sizes changed together). The parameter to change is
+    drawn first, then its value: drawing among neighbours directly would mostly vary the
+    parameters with many values (row blocks, the other variant's settings). ``configs`` are
+    (params_key, config) pairs; ``spent`` holds the centers whose neighbours are all seen
+    (kept by the caller: seen configs stay seen)."""
+    done = sorted((t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                   if t.value is not None and feasible(t.user_attrs, tol)),
+                  key=lambda t: t.value or 0.0)
+    unseen = [c for key, c in configs if key not in seen]
+    for t in done:
+        center = t.params
+        if params_key(center) in spent:
+            continue
+        by_param: dict[str, list[Params]] = {}
+        for c in unseen:
+            if distance(c, center) == 1:
+                by_param.setdefault(_changed(c, center), []).append(c)
+        if by_param:
+            return rng.choice(by_param[rng.choice(sorted(by_param))])
+        spent.add(params_key(center))
+    return None
 
 
 def _changed(config: Params, center: Params) -> str:
