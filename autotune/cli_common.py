@@ -14,7 +14,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 # Copies of ``models.bert.OP_KINDS`` and ``search.samplers.SAMPLERS``: importing those modules
 # loads torch and optuna, which `autotune --help` should not wait for (a test keeps them equal).
 OP_KINDS = ("embeddings", "qkv_proj", "attention", "attn_out", "ffn_up", "ffn_down", "pooler")
-SAMPLERS = ("tpe", "random", "grid", "gp")
+SAMPLERS = ("tpe", "random", "grid", "gp", "cmaes")
 
 
 class FiniteFloat(click.FloatRange):

@@ -10,7 +10,7 @@ import optuna
 
 from autotune.errors import UserError
 
-SAMPLERS = ("tpe", "random", "grid", "gp")
+SAMPLERS = ("tpe", "random", "grid", "gp", "cmaes")
 DEFAULT_SAMPLER = "tpe"
 DEFAULT_LOCAL_EVERY = 2  # every 2nd new config of a default search is a hill-climbing step
 
@@ -29,4 +29,8 @@ def make_sampler(name: str, seed: int | None, n_trials: int) -> optuna.samplers.
         return optuna.samplers.GPSampler(
             seed=seed, n_startup_trials=max(5, n_trials // 3),
             warn_independent_sampling=False)
+    if name == "cmaes":
+        # CMA-ES models the numeric parameters; categorical ones are drawn at random.
+        return optuna.samplers.CmaEsSampler(
+            seed=seed, n_startup_trials=max(5, n_trials // 10), warn_independent_sampling=False)
     raise UserError(f"unknown sampler {name!r} (choose from {', '.join(SAMPLERS)})")
