@@ -317,13 +317,18 @@ def replay_section(page: Page, replays: Sequence[dict[str, Any]]) -> str:
     out = ['<h2 id="replay">Search quality (replay)</h2><p class="note">Each sampler run '
            "against a recorded landscape (every config measured once), many seeds. Trials: "
            "median number of distinct configs until the best found is within 1/3/5% of the "
-           "recording's best. Curves: median best so far, as % above that best.</p>"]
+           "recording's best. Curves: median best so far, as % above that best. Imported "
+           "recordings (Kernel Tuner files, `benchmarks/replay_search.py --external`) also "
+           "show Kernel Tuner's own strategies (kt:…) and random search's expectation.</p>"]
     for r in replays:
         title = f"{r['kind']} {r['bucket']}: {r['size']} configs, budget {r['budget']}, " \
                 f"{r['seeds']} seeds"
         rows = [[e(name), *("> budget" if v is None else f"{v:g}"
                             for v in s["median_trials"].values())]
                 for name, s in r["samplers"].items()]
+        if r.get("random_expected"):  # imported recordings: what random search needs
+            rows.append(["random (expected)",
+                         *(f"{v:.0f}" for v in r["random_expected"].values())])
         curves = {name: s["median_curve"] for name, s in r["samplers"].items()}
         out.append(f"<h3>{e(title)}</h3>"
                    + _table(["sampler", "≤ 1%", "≤ 3%", "≤ 5%"], rows, numeric=(1, 2, 3))
