@@ -174,7 +174,7 @@ def test_export_from_database_alone(tmp_path: Path, tiny_model_dir: Path) -> Non
         assert choice["rel_error"] <= 1e-6
 
 
-@pytest.mark.parametrize("sampler", ["gp", "grid"])
+@pytest.mark.parametrize("sampler", ["gp", "grid", "cmaes"])
 def test_other_samplers_run(tmp_path: Path, tiny_model_dir: Path, sampler: str) -> None:
     opts = _opts(tmp_path, tiny_model_dir, ops=("attention",), sampler=sampler, trials=4)
     _run(opts, tmp_path / "t.json")
