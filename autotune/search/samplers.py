@@ -30,7 +30,9 @@ def make_sampler(name: str, seed: int | None, n_trials: int) -> optuna.samplers.
             seed=seed, n_startup_trials=max(5, n_trials // 3),
             warn_independent_sampling=False)
     if name == "cmaes":
-        # CMA-ES models the numeric parameters; categorical ones are drawn at random.
+        # CMA-ES models the numeric parameters; categorical ones are drawn at random. It ignores
+        # constraints (infeasible configs still rank by time) and says so on every trial.
+        warnings.filterwarnings("ignore", message="Constraints have been set, but CmaEsSampler")
         return optuna.samplers.CmaEsSampler(
             seed=seed, n_startup_trials=max(5, n_trials // 10), warn_independent_sampling=False)
     raise UserError(f"unknown sampler {name!r} (choose from {', '.join(SAMPLERS)})")
