@@ -107,8 +107,10 @@ def main() -> None:
               help="Trials of the model-level study that composes per-op configs and "
                    "layouts (0 skips it; it needs every op kind).")
 @click.option("--local-search/--no-local-search", default=True, show_default=True,
-              help="Make every second new config a one-parameter change of the best so far "
-                   "(hill climbing between the sampler's proposals).")
+              help="Make every new config a one-parameter change of the best config whose "
+                   "neighbours are not all measured yet (best-first hill climbing); the "
+                   "sampler starts the climb and proposes when no step is left. Off: the "
+                   "sampler alone.")
 @click.option("--warm-start/--no-warm-start", default=True, show_default=True,
               help="Try the best configs of the buckets already searched first.")
 @click.option("--patience", type=click.IntRange(min=1), default=None,

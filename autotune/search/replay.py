@@ -25,21 +25,20 @@ from autotune.storage.results import feasible
 WITHIN = (0.01, 0.03, 0.05)  # "within 1%, 3%, 5% of the recording's best"
 
 
-#: Strategies replay can run: a plain Optuna sampler, the same with hill-climbing steps on
-#: every second new config ("+local"), "hill" (a step on every new config; the sampler only
-#: starts the climb and takes over when every neighbour is seen), or "default", exactly what
-#: `autotune search` does when given no flags.
-STRATEGIES = (*SAMPLERS, "tpe+local", "random+local", "hill", "default")
+#: Strategies replay can run: a plain Optuna sampler, the same with a hill-climbing step on
+#: every second new config ("+local", the default before replay on external spaces), or
+#: "default", exactly what `autotune search` does when given no flags (a step on every new
+#: config; the sampler starts the climb and proposes when no step is left).
+STRATEGIES = (*SAMPLERS, "tpe+local", "random+local", "default")
+HALF = 2  # "+local": every second new config is a step
 
 
 def strategy(name: str) -> tuple[str, int]:
     """(sampler, local_every) of a replay strategy."""
     if name == "default":
         return DEFAULT_SAMPLER, DEFAULT_LOCAL_EVERY
-    if name == "hill":
-        return DEFAULT_SAMPLER, 1
     sampler, _, local = name.partition("+")
-    return sampler, DEFAULT_LOCAL_EVERY if local == "local" else 0
+    return sampler, HALF if local == "local" else 0
 
 
 def replay_once(land: Landscape, space: Space, name: str, seed: int, budget: int,
