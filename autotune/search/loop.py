@@ -36,7 +36,7 @@ class LoopPolicy:
     tol: float
     warm: Sequence[Params] = field(default_factory=tuple)  # tried right after the baseline
     patience: int | None = None  # stop after this many distinct configs without a new best
-    local_every: int = 0  # > 0: every n-th new config is a neighbour of the best (0: off)
+    local_every: int = 0  # > 0: every n-th new config is a hill-climbing step (0: off)
     wait_limit_s: float = 600.0  # shared studies: give up waiting on others' trials after this
 
 
@@ -151,7 +151,7 @@ def run_trials(study: optuna.Study, space: Space, ctx: dict[str, Any], policy: L
             break
         key = params_key(params)
         if key in seen:
-            nxt = next((c for key, c in keyed if key not in seen), None)
+            nxt = next((c for k, c in keyed if k not in seen), None)
             if nxt is None:
                 break  # every config of the space has a result
             study.enqueue_trial(nxt)
