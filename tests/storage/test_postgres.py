@@ -17,13 +17,16 @@ pytestmark = pytest.mark.postgres
 BUDGET = 8
 
 
-def _worker_of_running_trial(url: str) -> list[str]:
+def _worker_of_measuring_trial(url: str) -> list[str]:
+    """Workers of RUNNING trials that have claimed their config (so they measure it)."""
     with create_engine(url).connect() as c:
         if not c.execute(text("select to_regclass('trial_user_attributes')")).scalar():
             return []  # the workers have not created the tables yet
         rows = c.execute(text(
             "select a.value_json from trials t join trial_user_attributes a "
-            "on a.trial_id = t.trial_id where t.state = 'RUNNING' and a.key = 'worker'"))
+            "on a.trial_id = t.trial_id where t.state = 'RUNNING' and a.key = 'worker' "
+            "and exists (select 1 from trial_user_attributes k where k.trial_id = t.trial_id "
+            "and k.key = 'config_key')"))
         return [str(r[0]) for r in rows]
 
 
@@ -39,7 +42,7 @@ def test_three_workers_share_the_budget_and_survive_a_sigkill(
     victim = procs[0]
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and victim.poll() is None:
-        if any(f":{victim.pid}" in w for w in _worker_of_running_trial(pg_url)):
+        if any(f":{victim.pid}" in w for w in _worker_of_measuring_trial(pg_url)):
             break
         time.sleep(0.1)
     assert victim.poll() is None, victim.communicate()[0]
