@@ -93,10 +93,10 @@ def import_landscape_cmd(file: Path, output: Path | None) -> None:
     land = load_landscape(out)  # what replay will read: checked now
     failed = sum(1 for _, r in land.entries.values() if r.status != "ok")
     size = sum(1 for _ in land.search_space(Path()).configs())
-    best = min(r.ratio for _, r in land.entries.values() if r.ratio is not None)
     click.echo(f"wrote {out}: {land.kind} on {land.device}, {land.size} configs "
                f"({failed} failed) of the {size} its parameters span; best "
-               f"{land.source.get('objective') if land.source else 'objective'} {best:g}")
+               f"{land.source.get('objective') if land.source else 'objective'} "
+               f"{land.best():g}")
 
 
 def _csv(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
