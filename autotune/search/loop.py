@@ -26,6 +26,7 @@ from autotune.storage.results import FINISHED, feasible, params_key
 Measure = Callable[[Params, optuna.Trial], "tuple[MeasureResult, bool] | str"]
 
 IMPROVEMENT = 0.005  # a new best must beat the old one by 0.5% to reset --patience
+RECOMBINE_PARENTS = 5  # a recombination step crosses two of the this many best configs
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class LoopPolicy:
     patience: int | None = None  # stop after this many distinct configs without a new best
     local_every: int = 0  # > 0: every n-th new config is a hill-climbing step (0: off)
     wait_limit_s: float = 600.0  # shared studies: give up waiting on others' trials after this
+    recombine_every: int = 0  # > 0: every n-th step first tries a recombination (0: off)
 
 
 def tell(study: optuna.Study, trial: optuna.Trial, res: MeasureResult, tol: float,
@@ -125,7 +127,12 @@ def run_trials(study: optuna.Study, space: Space, ctx: dict[str, Any], policy: L
         asks += 1
         if local_every and new % local_every == local_every - 1 \
                 and not _waiting(study):
-            step = _local_step(study, keyed, seen, policy.tol, rng, spent)
+            step = None
+            every = policy.recombine_every
+            if every and new % every == 1 % every:
+                step = _recombine(study, keyed, seen, policy.tol, rng)
+            if step is None:
+                step = _local_step(study, keyed, seen, policy.tol, rng, spent)
             if step is not None:
                 study.enqueue_trial(step)
         trial = study.ask()
@@ -216,6 +223,33 @@ def distance(a: Params, b: Params) -> int:
     return sum(1 for k in a.keys() & b.keys() if a[k] != b[k])
 
 
+def _ranked(study: optuna.Study, tol: float) -> list[FrozenTrial]:
+    """Feasible finished trials, fastest first."""
+    return sorted((t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                   if t.value is not None and feasible(t.user_attrs, tol)),
+                  key=lambda t: t.value or 0.0)
+
+
+def _recombine(study: optuna.Study, configs: list[tuple[str, Params]], seen: set[str],
+               tol: float, rng: random.Random, parents: int = RECOMBINE_PARENTS,
+               ) -> Params | None:
+    """An unseen config that takes every parameter from one of two of the ``parents`` best
+    feasible configs (a uniform crossover), the best-ranked pair that still has one. It
+    reaches what a one-parameter step cannot: two parameters that only pay together (on
+    attn_out the fused epilogue wins only with the residual in the epilogue; each alone is
+    slower than neither), or a value of one good config's that suits another's."""
+    top = [t.params for t in _ranked(study, tol)[:parents]]
+    pairs = sorted(((i, j) for i in range(len(top)) for j in range(i + 1, len(top))),
+                   key=lambda ij: (ij[0] + ij[1], ij[0]))
+    unseen = [c for key, c in configs if key not in seen]
+    for i, j in pairs:
+        a, b = top[i], top[j]
+        children = [c for c in unseen if all(v in (a.get(k), b.get(k)) for k, v in c.items())]
+        if children:
+            return rng.choice(children)
+    return None
+
+
 def _local_step(study: optuna.Study, configs: list[tuple[str, Params]], seen: set[str],
                 tol: float, rng: random.Random, spent: set[str]) -> Params | None:
     """An unseen config one step from the best feasible config whose neighbours are not all
@@ -227,11 +261,8 @@ def _local_step(study: optuna.Study, configs: list[tuple[str, Params]], seen: se
     parameters with many values (row blocks, the other variant's settings). ``configs`` are
     (params_key, config) pairs; ``spent`` holds the centers whose neighbours are all seen
     (kept by the caller: seen configs stay seen)."""
-    done = sorted((t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                   if t.value is not None and feasible(t.user_attrs, tol)),
-                  key=lambda t: t.value or 0.0)
     unseen = [c for key, c in configs if key not in seen]
-    for t in done:
+    for t in _ranked(study, tol):
         center = t.params
         if params_key(center) in spent:
             continue

@@ -216,3 +216,40 @@ def test_report_shows_replay_results(tmp_path: Path) -> None:
     bad.write_text("{}")
     r = CliRunner().invoke(main, ["report", "--storage", url, "--replay", str(bad)])
     assert r.exit_code == 2 and "not the output of `autotune replay" in r.output
+
+
+def _study_with(results: list[tuple[Params, float, float]]) -> Any:
+    """An in-memory study holding finished trials: (params, time ratio, rel. error)."""
+    import optuna
+    from optuna.distributions import CategoricalDistribution
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study()
+    for params, ratio, err in results:
+        dists = {k: CategoricalDistribution([v]) for k, v in params.items()}
+        study.add_trial(optuna.trial.create_trial(
+            params=params, distributions=dists, value=ratio,
+            user_attrs={"status": "ok", "rel_error": err}))
+    return study
+
+
+def test_recombination_crosses_two_of_the_best_configs() -> None:
+    """The case a one-parameter step misses: a and b each changed one parameter of the
+    baseline and lost; both changes together win. Recombining the best pair (the baseline
+    and a, whose children are all seen) yields nothing new, so the next pair's child, the
+    combination of a's and b's changes, is proposed, and an infeasible config is no parent."""
+    from autotune.search.loop import _recombine
+
+    base = {"x": 1, "y": 1, "z": 1}
+    a, b, bad = {**base, "x": 2}, {**base, "y": 2}, {**base, "z": 2}
+    study = _study_with([(base, 1.0, 0.0), (a, 1.1, 0.0), (b, 1.2, 0.0), (bad, 0.5, 0.9)])
+    space = [{"x": x, "y": y, "z": z} for x in (1, 2) for y in (1, 2) for z in (1, 2)]
+    keyed = [(params_key(c), c) for c in space]
+    seen = {params_key(c) for c in (base, a, b, bad)}
+    rng = random.Random(0)
+    assert _recombine(study, keyed, seen, 0.02, rng) == {"x": 2, "y": 2, "z": 1}
+    # every child of every pair of feasible configs seen: nothing to propose
+    assert _recombine(study, keyed, seen | {params_key({"x": 2, "y": 2, "z": 1})},
+                      0.02, rng) is None
+    # only the two best are parents when asked so: their children are seen
+    assert _recombine(study, keyed, seen, 0.02, rng, parents=2) is None
