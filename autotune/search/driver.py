@@ -215,7 +215,7 @@ class Searcher:
         try:
             run_trials(study, space, ctx, policy, measure, self.out_of_time,
                        lambda: self.progress(desc, 1),
-                       None if claims is None else claims.free,
+                       None if claims is None else lambda: claims.left(study),
                        None if claims is None else live, self.say)
         finally:
             if claims is not None:

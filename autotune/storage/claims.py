@@ -77,6 +77,37 @@ class Claims:
                                           Claim.worker == (worker or self.worker)))
             s.commit()
 
+    def left(self, study: optuna.Study) -> int:
+        """Free slots of the budget, once orphaned claims are released."""
+        self.release_orphans(study)
+        return self.free()
+
+    def release_orphans(self, study: optuna.Study) -> list[str]:
+        """Release the claims that no live trial holds and no measurement fills: a worker
+        killed inside another's stale-trial callback (the dead trial already FAILed, its claim
+        not yet released) would otherwise keep a slot of the budget forever. Read in this
+        order: claims, then live trials, then measurements; a claim taken meanwhile is not in
+        the first read, and a trial that finished meanwhile stored its measurement first."""
+        from optuna.trial import TrialState
+
+        with Session(self.engine) as s:
+            held = list(s.execute(select(Claim.config_key, Claim.worker)
+                                  .where(Claim.study_key == self.study_key)))
+        if not held:
+            return []
+        live = {t.user_attrs.get("config_key") for t in study.get_trials(
+            deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING))}
+        released = []
+        with Session(self.engine) as s:
+            for key, worker in held:
+                if key not in live and s.get(Measurement, key) is None:
+                    released.append(key)
+                    s.execute(delete(Claim).where(Claim.study_key == self.study_key,
+                                                  Claim.config_key == key,
+                                                  Claim.worker == worker))
+            s.commit()
+        return released
+
     def close(self) -> None:
         self.engine.dispose()
 
