@@ -26,7 +26,7 @@ from autotune.storage.results import FINISHED, feasible, params_key
 Measure = Callable[[Params, optuna.Trial], "tuple[MeasureResult, bool] | str"]
 
 IMPROVEMENT = 0.005  # a new best must beat the old one by 0.5% to reset --patience
-RECOMBINE_PARENTS = 5  # a recombination step crosses two of the this many best configs
+RECOMBINE_PARENTS = 5  # a recombination step crosses two of this many best configs
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,7 @@ def run_trials(study: optuna.Study, space: Space, ctx: dict[str, Any], policy: L
                 and not _waiting(study):
             step = None
             every = policy.recombine_every
-            if every and new % every == 1 % every:
+            if every and new % every == 1 % every:  # the 2nd step of every n, as replayed
                 step = _recombine(study, keyed, seen, policy.tol, rng)
             if step is None:
                 step = _local_step(study, keyed, seen, policy.tol, rng, spent)

@@ -18,7 +18,8 @@ DEFAULT_SAMPLER = "tpe"
 DEFAULT_LOCAL_EVERY = 1
 # Every fourth step first tries a recombination of two of the best configs (see loop): on our
 # recordings it finds what needs two parameters changed together (attn_out: median trials to
-# 1% 24 -> 14) and costs nothing measurable on Kernel Tuner's (benchmarks/RESULTS.md).
+# 1% 24 -> 14); on Kernel Tuner's files it helped at seeds 0-19 but its A100 median swings
+# with the seeds (152 at 0-19, 290 at 0-39; benchmarks/RESULTS.md).
 DEFAULT_RECOMBINE_EVERY = 4
 
 

@@ -97,10 +97,13 @@ class Claims:
             return []
         live = {t.user_attrs.get("config_key") for t in study.get_trials(
             deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING))}
+        unheld = [key for key, _ in held if key not in live]
         released = []
         with Session(self.engine) as s:
+            measured = set(s.scalars(select(Measurement.key)
+                                     .where(Measurement.key.in_(unheld)))) if unheld else set()
             for key, worker in held:
-                if key not in live and s.get(Measurement, key) is None:
+                if key in unheld and key not in measured:
                     released.append(key)
                     s.execute(delete(Claim).where(Claim.study_key == self.study_key,
                                                   Claim.config_key == key,
