@@ -109,9 +109,10 @@ def main() -> None:
 @click.option("--local-search/--no-local-search", default=True, show_default=True,
               help="Make every new config a one-parameter change of the best config whose "
                    "neighbours are not all measured yet (best-first hill climbing), every "
-                   "fourth first a recombination of two of the five best configs; the "
-                   "sampler starts the climb and proposes when no step is left. Off: the "
-                   "sampler alone.")
+                   "fourth first a recombination of two of the five best configs, and after "
+                   "15 configs without a new best a child bred from the best configs (a "
+                   "genetic algorithm's step); the sampler starts the climb and proposes "
+                   "when no step is left. Off: the sampler alone.")
 @click.option("--warm-start/--no-warm-start", default=True, show_default=True,
               help="Try the best configs of the buckets already searched first.")
 @click.option("--patience", type=click.IntRange(min=1), default=None,
@@ -138,7 +139,11 @@ def search(model: str, device: str, ops: tuple[str, ...], batch_sizes: tuple[int
 
     from autotune import settings
     from autotune.search.driver import SearchOptions
-    from autotune.search.samplers import DEFAULT_LOCAL_EVERY, DEFAULT_RECOMBINE_EVERY
+    from autotune.search.samplers import (
+        DEFAULT_EVOLVE_AFTER,
+        DEFAULT_LOCAL_EVERY,
+        DEFAULT_RECOMBINE_EVERY,
+    )
 
     _check_device(device)
     opts = SearchOptions(
@@ -149,7 +154,8 @@ def search(model: str, device: str, ops: tuple[str, ...], batch_sizes: tuple[int
         trial_timeout=trial_timeout, time_per_trial=time_per_trial,
         compose_trials=compose_trials, lengths=lengths, warm_start=warm_start,
         patience=patience, local_every=DEFAULT_LOCAL_EVERY if local_search else 0,
-        recombine_every=DEFAULT_RECOMBINE_EVERY if local_search else 0, wait=wait,
+        recombine_every=DEFAULT_RECOMBINE_EVERY if local_search else 0,
+        evolve_after=DEFAULT_EVOLVE_AFTER if local_search else 0, wait=wait,
         heartbeat=heartbeat,
     )
     from autotune.bench.lengths import parse_lengths
@@ -263,7 +269,8 @@ def _record_run(url: str, opts: SearchOptions, model: str, started: datetime, wa
                         "buckets": [b.label for b in opts.buckets], "lengths": opts.lengths,
                         "time_per_trial": opts.time_per_trial, "warm_start": opts.warm_start,
                         "local_every": opts.local_every,
-                        "recombine_every": opts.recombine_every, "patience": opts.patience})
+                        "recombine_every": opts.recombine_every,
+                        "evolve_after": opts.evolve_after, "patience": opts.patience})
 
 
 def _study_line(o: StudyOutcome) -> str:

@@ -75,3 +75,34 @@ def best_so_far(path: Path, strategy: str, seed: int, budget: int) -> list[float
             best = min(best, float(value))
         curve.append(best)
     return curve[:budget]
+
+
+def methodology_score(valid: Sequence[float], curves: Sequence[Sequence[float]],
+                      budget: int) -> float | None:
+    """The ``autotuning-methodology`` package's performance score over function evaluations:
+    at each evaluation 1..``budget``, the median best-so-far over seeds, standardised against
+    the package's calculated random search without replacement ((strategy - random) /
+    (optimum - random): 0 is random search, 1 the optimum from the first evaluation), averaged
+    over the budget. ``valid`` holds the objective of every config that ran; ``curves`` are
+    best-so-far objectives per seed (inf before the first config that ran: counted as the
+    worst). The package scores over tuning time by default; trials are what replay counts.
+    None if the package is not installed."""
+    try:
+        from autotuning_methodology.baseline import RandomSearchCalculatedBaseline
+        from autotuning_methodology.searchspace_statistics import SearchspaceStatistics
+    except ImportError:
+        return None
+    import numpy as np
+
+    dist = np.sort(np.asarray(valid, dtype=float))
+    stats = SearchspaceStatistics.__new__(SearchspaceStatistics)  # the file loader wants T4
+    stats.minimization = True
+    stats.objective_performances_total_sorted = dist
+    stats.objective_performances_total_sorted_nan = dist
+    worst = float(dist[-1])
+    padded = np.array([[min(v, worst) for v in (list(c) + [c[-1]] * (budget - len(c)))[:budget]]
+                       for c in curves])
+    curve = np.median(padded, axis=0)
+    fevals = np.arange(1, budget + 1)
+    baseline = RandomSearchCalculatedBaseline(stats)
+    return float(np.mean(baseline.get_standardised_curve(fevals, curve, x_type="fevals")))

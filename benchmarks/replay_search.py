@@ -10,8 +10,10 @@ Our recordings are in tests/data/landscapes/. ``--external`` replays brute-force
 files instead (default: the one in tests/data/kernel_tuner/), imported as `autotune landscape
 import` does, against our strategies and Kernel Tuner's own in its simulation mode (needs
 ``pip install kernel_tuner``), and compares with random search's expectation (N+1)/(k+1) for
-k configs within the margin among the N the file holds. Replays are exact (no measuring), so
-the numbers are the same on any machine.
+k configs within the margin among the N the file holds, and gives each strategy the
+``autotuning-methodology`` package's performance score over trials (if it is installed; see
+``kernel_tuner_sim.methodology_score``). Replays are exact (no measuring), so the numbers are
+the same on any machine.
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ def external(args: argparse.Namespace) -> list[dict[str, object]]:
         kt = []
     print(f"{'file':<24} {'N':>5} {'budget':>6} {'strategy':<22} "
           + " ".join(f"{'≤' + format(w, '.0%'):>6}" for w in WITHIN)
-          + f" {'≤1% p25–p75':>12} {'reached':>8} {'÷rand':>6} {'s':>5}")
+          + f" {'≤1% p25–p75':>12} {'reached':>8} {'÷rand':>6} {'score':>6} {'s':>5}")
     replays: list[dict[str, object]] = []
     for path in args.external or EXTERNAL:
         with tempfile.TemporaryDirectory() as tmp:
@@ -87,19 +89,25 @@ def external(args: argparse.Namespace) -> list[dict[str, object]]:
             runs = [[v / best for v in kts.best_so_far(path, name, seed, args.budget)]
                     for seed in range(args.seeds)]
             scores.append((SamplerScore.of(f"kt:{name}", runs), time.perf_counter() - t0))
+        methodology: dict[str, float | None] = {}
         for sc, secs in scores:
             need = sorted(trials_to_reach(c, 1.01) for c in sc.curves)
             q = statistics.quantiles(need, n=4, method="inclusive") if len(need) > 1 \
                 else need * 3
             cells = " ".join(f"{_trials(sc.median_trials[w], args.budget):>6}" for w in WITHIN)
             spread = f"{_trials(q[0], args.budget)}–{_trials(q[2], args.budget)}"
+            am = kts.methodology_score([v / best for v in ok], sc.curves, args.budget)
+            methodology[sc.sampler] = am
             print(f"{label:<24} {land.size:>5} {args.budget:>6} {sc.sampler:<22} {cells} "
                   f"{spread:>12} {sc.reached[0.01]:>8.0%} "
-                  f"{sc.median_trials[0.01] / expect[0.01]:>6.2f} {secs:>5.0f}")
+                  f"{sc.median_trials[0.01] / expect[0.01]:>6.2f} "
+                  f"{'n/a' if am is None else format(am, '.3f'):>6} {secs:>5.0f}")
         replays.append({"landscape": str(path), "kind": land.kind, "bucket": land.device,
                         "size": land.size, "budget": args.budget, "seeds": args.seeds,
                         "random_expected": {f"{w:g}": v for w, v in expect.items()},
-                        "samplers": {sc.sampler: sc.to_json() for sc, _ in scores}})
+                        "samplers": {sc.sampler: {**sc.to_json(),
+                                                  "methodology_score": methodology[sc.sampler]}
+                                     for sc, _ in scores}})
     return replays
 
 

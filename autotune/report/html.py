@@ -319,21 +319,31 @@ def replay_section(page: Page, replays: Sequence[dict[str, Any]]) -> str:
            "median number of distinct configs until the best found is within 1/3/5% of the "
            "recording's best. Curves: median best so far, as % above that best. Imported "
            "recordings (Kernel Tuner files, `benchmarks/replay_search.py --external`) also "
-           "show Kernel Tuner's own strategies (kt:…) and random search's expectation.</p>"]
+           "show Kernel Tuner's own strategies (kt:…), random search's expectation and, where "
+           "the autotuning-methodology package was installed, its performance score over "
+           "the budget (0: random search, 1: the best config from the first trial).</p>"]
     for r in replays:
         title = f"{r['kind']} {r['bucket']}: {r['size']} configs, budget {r['budget']}, " \
                 f"{r['seeds']} seeds"
+        scored = any(s.get("methodology_score") is not None for s in r["samplers"].values())
         rows = [[e(name), *("> budget" if v is None else f"{v:g}"
-                            for v in s["median_trials"].values())]
+                            for v in s["median_trials"].values()),
+                 *([_score(s.get("methodology_score"))] if scored else [])]
                 for name, s in r["samplers"].items()]
         if r.get("random_expected"):  # imported recordings: what random search needs
             rows.append(["random (expected)",
-                         *(f"{v:.0f}" for v in r["random_expected"].values())])
+                         *(f"{v:.0f}" for v in r["random_expected"].values()),
+                         *(["0"] if scored else [])])
         curves = {name: s["median_curve"] for name, s in r["samplers"].items()}
+        head = ["sampler", "≤ 1%", "≤ 3%", "≤ 5%", *(["score"] if scored else [])]
         out.append(f"<h3>{e(title)}</h3>"
-                   + _table(["sampler", "≤ 1%", "≤ 3%", "≤ 5%"], rows, numeric=(1, 2, 3))
+                   + _table(head, rows, numeric=tuple(range(1, len(head))))
                    + page.figure(figures.replay_figure(title, curves)))
     return "".join(out)
+
+
+def _score(v: float | None) -> str:
+    return "" if v is None else f"{v:.3f}"
 
 
 def replay_page(replays: Sequence[dict[str, Any]]) -> str:

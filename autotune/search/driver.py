@@ -23,7 +23,12 @@ from autotune.measure import MeasureResult, MeasureTask, MeasureWorker
 from autotune.models.bert import OP_KINDS, Bucket, OpInstance, ResolvedModel, workload
 from autotune.search.keys import StudyIdentity, config_key
 from autotune.search.loop import LoopPolicy, run_trials, warm_configs
-from autotune.search.samplers import DEFAULT_LOCAL_EVERY, DEFAULT_RECOMBINE_EVERY, make_sampler
+from autotune.search.samplers import (
+    DEFAULT_EVOLVE_AFTER,
+    DEFAULT_LOCAL_EVERY,
+    DEFAULT_RECOMBINE_EVERY,
+    make_sampler,
+)
 from autotune.search.spaces import load_spaces, space_context
 from autotune.space import Params
 from autotune.storage import MeasurementCache, open_optuna_storage, prepare_url
@@ -57,6 +62,7 @@ class SearchOptions:
     patience: int | None = None  # stop a study after this many configs without a new best
     local_every: int = DEFAULT_LOCAL_EVERY  # hill-climbing step every n-th new config
     recombine_every: int = DEFAULT_RECOMBINE_EVERY  # of those steps, every n-th recombines
+    evolve_after: int = DEFAULT_EVOLVE_AFTER  # configs without a new best before steps evolve
     wait: bool = False  # SQLite: queue behind another search writing the file
     heartbeat: int | None = None  # shared databases: seconds between a trial's heartbeats
     lengths: str = "fixed"  # sequence-length mix the model-level study is judged on
@@ -211,7 +217,8 @@ class Searcher:
         policy = LoopPolicy(self.opts.trials, self.opts.sampler, self.opts.seed,
                             self.opts.max_rel_error, self.warm_start(inst), self.opts.patience,
                             self.opts.local_every, wait_limit,
-                            recombine_every=self.opts.recombine_every)
+                            recombine_every=self.opts.recombine_every,
+                            evolve_after=self.opts.evolve_after)
         try:
             run_trials(study, space, ctx, policy, measure, self.out_of_time,
                        lambda: self.progress(desc, 1),

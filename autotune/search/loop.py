@@ -27,6 +27,8 @@ Measure = Callable[[Params, optuna.Trial], "tuple[MeasureResult, bool] | str"]
 
 IMPROVEMENT = 0.005  # a new best must beat the old one by 0.5% to reset --patience
 RECOMBINE_PARENTS = 5  # a recombination step crosses two of this many best configs
+POPULATION = 26  # an evolution step breeds from this many best configs (Kernel Tuner's GA size)
+MUTATION = 0.1  # chance that an evolution step's child moves one step further
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,7 @@ class LoopPolicy:
     local_every: int = 0  # > 0: every n-th new config is a hill-climbing step (0: off)
     wait_limit_s: float = 600.0  # shared studies: give up waiting on others' trials after this
     recombine_every: int = 0  # > 0: every n-th step first tries a recombination (0: off)
+    evolve_after: int = 0  # > 0: after this many configs without a new best, evolve (0: off)
 
 
 def tell(study: optuna.Study, trial: optuna.Trial, res: MeasureResult, tol: float,
@@ -102,6 +105,7 @@ def run_trials(study: optuna.Study, space: Space, ctx: dict[str, Any], policy: L
     configs = list(space.configs(ctx))
     random.Random(policy.seed).shuffle(configs)
     keyed = [(params_key(c), c) for c in configs]
+    legal = dict(keyed)
     if remaining:
         _enqueue_first(study, space, ctx, policy, configs, seen, remaining)
     best, since_best = _best_feasible(study, policy.tol), 0
@@ -128,8 +132,10 @@ def run_trials(study: optuna.Study, space: Space, ctx: dict[str, Any], policy: L
         if local_every and new % local_every == local_every - 1 \
                 and not _waiting(study):
             step = None
+            if policy.evolve_after and since_best >= policy.evolve_after:
+                step = _evolve(study, keyed, legal, seen, policy.tol, rng)
             every = policy.recombine_every
-            if every and new % every == 1 % every:  # the 2nd step of every n, as replayed
+            if step is None and every and new % every == 1 % every:  # 2nd of every n
                 step = _recombine(study, keyed, seen, policy.tol, rng)
             if step is None:
                 step = _local_step(study, keyed, seen, policy.tol, rng, spent)
@@ -247,6 +253,43 @@ def _recombine(study: optuna.Study, configs: list[tuple[str, Params]], seen: set
         children = [c for c in unseen if all(v in (a.get(k), b.get(k)) for k, v in c.items())]
         if children:
             return rng.choice(children)
+    return None
+
+
+def _evolve(study: optuna.Study, configs: list[tuple[str, Params]], legal: dict[str, Params],
+            seen: set[str], tol: float, rng: random.Random, population: int = POPULATION,
+            tries: int = 30) -> Params | None:
+    """An unseen child of two of the ``population`` best feasible configs, bred as a genetic
+    algorithm does: parents drawn with a preference for rank (Beta(1, 2.5) over the ranking),
+    each parameter from either parent, and with chance ``MUTATION`` one step further. A climb
+    stuck in a local optimum (every one-parameter change slower, the better configs several
+    changes away) gets out this way: on Kernel Tuner's A100 convolution file the climb alone
+    spent a median 210 configs below 30% of the best; crossing the top configs found so far,
+    scattered over several basins, recombines what each got right."""
+    top = [t.params for t in _ranked(study, tol)[:population]]
+    if len(top) < 2:
+        return None
+
+    def rank() -> int:
+        return int(rng.betavariate(1.0, 2.5) * len(top))
+    for _ in range(tries):
+        i = rank()
+        j = next(j for j in iter(rank, None) if j != i)
+        a, b = top[i], top[j]
+        if a.keys() == b.keys():
+            child: Params | None = legal.get(params_key(
+                {k: a[k] if rng.random() < 0.5 else b[k] for k in a}))
+        else:  # different variants: any legal config made of the two's values
+            both = [c for _, c in configs
+                    if all(v in (a.get(k), b.get(k)) for k, v in c.items())]
+            child = rng.choice(both) if both else None
+        if child is None:
+            continue
+        if rng.random() < MUTATION:
+            near = [c for _, c in configs if distance(c, child) == 1]
+            child = rng.choice(near) if near else child
+        if params_key(child) not in seen:
+            return child
     return None
 
 

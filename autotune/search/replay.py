@@ -19,6 +19,7 @@ from autotune.measure import MeasureResult
 from autotune.search.landscape import Landscape
 from autotune.search.loop import LoopPolicy, run_trials
 from autotune.search.samplers import (
+    DEFAULT_EVOLVE_AFTER,
     DEFAULT_LOCAL_EVERY,
     DEFAULT_RECOMBINE_EVERY,
     DEFAULT_SAMPLER,
@@ -39,12 +40,12 @@ STRATEGIES = (*SAMPLERS, "tpe+local", "random+local", "default")
 HALF = 2  # "+local": every second new config is a step
 
 
-def strategy(name: str) -> tuple[str, int, int]:
-    """(sampler, local_every, recombine_every) of a replay strategy."""
+def strategy(name: str) -> tuple[str, int, int, int]:
+    """(sampler, local_every, recombine_every, evolve_after) of a replay strategy."""
     if name == "default":
-        return DEFAULT_SAMPLER, DEFAULT_LOCAL_EVERY, DEFAULT_RECOMBINE_EVERY
+        return DEFAULT_SAMPLER, DEFAULT_LOCAL_EVERY, DEFAULT_RECOMBINE_EVERY, DEFAULT_EVOLVE_AFTER
     sampler, _, local = name.partition("+")
-    return sampler, HALF if local == "local" else 0, 0
+    return sampler, HALF if local == "local" else 0, 0, 0
 
 
 def replay_once(land: Landscape, space: Space, name: str, seed: int, budget: int,
@@ -53,7 +54,7 @@ def replay_once(land: Landscape, space: Space, name: str, seed: int, budget: int
     """The best feasible time ratio after each distinct config (inf before the first
     feasible one); shorter than ``budget`` when the loop stopped early."""
     tol = land.max_rel_error if tol is None else tol
-    sampler, local_every, recombine_every = strategy(name)
+    sampler, local_every, recombine_every, evolve_after = strategy(name)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = optuna.create_study(direction="minimize",
                                 sampler=make_sampler(sampler, seed, budget))
@@ -74,7 +75,7 @@ def replay_once(land: Landscape, space: Space, name: str, seed: int, budget: int
         curve.append(best)
 
     policy = LoopPolicy(budget, sampler, seed, tol, tuple(warm), patience, local_every,
-                        recombine_every=recombine_every)
+                        recombine_every=recombine_every, evolve_after=evolve_after)
     run_trials(study, space, land.context, policy, measure, on_new=on_new)
     return curve
 

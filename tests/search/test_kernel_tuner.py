@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import math
 from pathlib import Path
@@ -131,3 +132,49 @@ def test_the_search_quality_section_shows_kernel_tuner_and_random_expectation() 
     page = replay_page(replays)
     assert "kt:genetic_algorithm" in page and "random (expected)" in page
     assert ">2.5<" in page  # the expectation's row
+    assert "<th>score</th>" not in page  # no methodology score computed: no column
+    replays[0]["samplers"]["default"]["methodology_score"] = 0.8125
+    replays[0]["samplers"]["kt:genetic_algorithm"]["methodology_score"] = 0.5
+    page = replay_page(replays)
+    assert "<th>score</th>" in page and ">0.812<" in page and ">0.500<" in page
+
+
+def _benchmark(name: str) -> Any:
+    """A module of ``benchmarks/`` (not a package: the scripts run from their folder)."""
+    import importlib.util
+
+    path = Path(__file__).parents[2] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_kernel_tuner_strategies_replay_the_same_file() -> None:
+    """The comparison's other side: Kernel Tuner's GA in its simulation mode on the shipped
+    file, counted in distinct configs like ours, deterministic for a seed."""
+    kts = _benchmark("kernel_tuner_sim")
+    curve = kts.best_so_far(A100, "genetic_algorithm", 0, 40)
+    with gzip.open(A100) as f:
+        doc = json.load(f)
+    best = min(r["time"] for r in doc["cache"].values() if isinstance(r.get("time"), float))
+    assert 0 < len(curve) <= 40
+    assert all(a >= b for a, b in itertools.pairwise(curve))
+    assert math.isinf(curve[0]) or curve[-1] >= best
+    assert curve == kts.best_so_far(A100, "genetic_algorithm", 0, 40)
+
+
+def test_the_methodology_score_is_one_for_the_optimum_and_orders_strategies() -> None:
+    """The autotuning-methodology package's score over trials: 1 when the best config comes
+    first, higher for a strategy that gets there sooner, below 0 for one that never gets
+    past a bad config (worse than random search's expectation)."""
+    kts = _benchmark("kernel_tuner_sim")
+    valid = [1.0 + i / 10 for i in range(100)]
+    assert kts.methodology_score(valid, [[1.0] * 20] * 3, 20) == pytest.approx(1.0)
+    sooner = [[5.0] * 3 + [1.0] * 17, [4.0] * 5 + [1.0] * 15]
+    later = [[5.0] * 10 + [1.0] * 10, [4.0] * 12 + [1.0] * 8]
+    a, b = kts.methodology_score(valid, sooner, 20), kts.methodology_score(valid, later, 20)
+    assert 1.0 > a > b
+    stuck = [[math.inf, *([9.0] * 19)]]  # inf: nothing ran yet, counted as the worst
+    assert kts.methodology_score(valid, stuck, 20) < 0

@@ -253,3 +253,39 @@ def test_recombination_crosses_two_of_the_best_configs() -> None:
                       0.02, rng) is None
     # only the two best are parents when asked so: their children are seen
     assert _recombine(study, keyed, seen, 0.02, rng, parents=2) is None
+
+
+def test_evolution_breeds_unseen_children_of_the_best_configs() -> None:
+    """A climb stuck at ``stuck`` (every one-parameter change seen and slower): an evolution
+    step crosses the best configs, scattered over two basins, into configs the climb cannot
+    reach in one step; each parameter comes from a parent unless the child was mutated one
+    step further; infeasible configs are no parents; seen configs are never proposed."""
+    from autotune.search.loop import _evolve
+
+    space = [{"x": x, "y": y, "z": z} for x in range(4) for y in range(4) for z in range(4)]
+    stuck, other = {"x": 0, "y": 0, "z": 0}, {"x": 3, "y": 3, "z": 3}
+    bad = {"x": 0, "y": 3, "z": 0}
+    measured = [stuck, other, bad, *[c for c in space if distance(c, stuck) == 1 and c != bad]]
+    study = _study_with([(c, 1.0 if c == stuck else 0.5 if c == bad else
+                          1.2 if c == other else 1.5, 0.9 if c == bad else 0.0)
+                         for c in measured])
+    keyed = [(params_key(c), c) for c in space]
+    legal = dict(keyed)
+    seen = {params_key(c) for c in measured}
+    rng = random.Random(0)
+    children = [_evolve(study, keyed, legal, seen, 0.02, rng) for _ in range(200)]
+    assert all(c is not None and params_key(c) not in seen for c in children)
+    parents = [stuck, other, *[c for c in measured if c not in (stuck, other, bad)]]
+    crossed = [c for c in children if c is not None and any(
+        all(c[k] in (p[k], q[k]) for k in c) for p in parents for q in parents)]
+    mutated = [c for c in children if c is not None and c not in crossed]
+    assert len(crossed) > len(mutated) > 0  # mostly crossovers; mutation is the exception
+    # the climb's blind spot: two or three parameters changed at once, from both basins
+    assert any(distance(c, stuck) >= 2 and distance(c, other) >= 1 for c in crossed)
+    assert all(distance(c, stuck) >= 2 for c in children if c is not None)
+    # the same seed, the same children
+    again = random.Random(0)
+    assert children == [_evolve(study, keyed, legal, seen, 0.02, again) for _ in range(200)]
+    # fewer than two feasible configs: nothing to breed from
+    lone = _study_with([(stuck, 1.0, 0.0), (bad, 0.5, 0.9)])
+    assert _evolve(lone, keyed, legal, {params_key(stuck), params_key(bad)}, 0.02, rng) is None
