@@ -14,6 +14,7 @@ from typing import Any
 import optuna
 
 from autotune.errors import UserError
+from autotune.files import write_text_atomic
 from autotune.fingerprint import machine
 from autotune.models.bert import BertArch
 from autotune.runtime.config import config_dict
@@ -127,7 +128,5 @@ def build_config(storage: optuna.storages.BaseStorage, model: str, device: str,
 def write_config(config: dict[str, Any], path: Path) -> Path:
     validate(config)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)  # never leave a half-written config behind
+    write_text_atomic(path, json.dumps(config, indent=2) + "\n")  # never half a config
     return path

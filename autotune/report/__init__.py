@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from autotune.files import write_text_atomic
 from autotune.report.graph import mermaid
 from autotune.report.read import ReportInput, read_report_input
 
@@ -20,12 +21,6 @@ def default_output(model: str, device: str) -> Path:
     return Path("reports") / f"{name}-{device}.html"
 
 
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)  # a reader never sees half a page
-
-
 def write_report(inp: ReportInput, output: Path, storage: str) -> tuple[Path, Path]:
     """Write the page and, next to it, the forward-pass graph as Mermaid (``.mmd``).
     ``storage`` is shown in the header and must already be redacted."""
@@ -34,8 +29,8 @@ def write_report(inp: ReportInput, output: Path, storage: str) -> tuple[Path, Pa
     output.parent.mkdir(parents=True, exist_ok=True)
     mmd = output.with_suffix(".mmd")
     nodes = data.forward_graph(data.op_rows(inp))
-    _write(mmd, mermaid(nodes, inp.arch.num_hidden_layers,
-                        f"autotune: {inp.model} on {inp.device}, machine "
-                        f"{inp.machine.get('fingerprint', '?')}"))
-    _write(output, html.render(inp, storage, mmd.name))
+    write_text_atomic(mmd, mermaid(nodes, inp.arch.num_hidden_layers,
+                                   f"autotune: {inp.model} on {inp.device}, machine "
+                                   f"{inp.machine.get('fingerprint', '?')}"))
+    write_text_atomic(output, html.render(inp, storage, mmd.name))
     return output, mmd
