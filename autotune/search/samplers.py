@@ -23,8 +23,9 @@ DEFAULT_LOCAL_EVERY = 1
 DEFAULT_RECOMBINE_EVERY = 4
 # After 15 new configs without a new best, steps breed from the best configs instead (a genetic
 # algorithm's step, see loop): the climb alone got stuck for hundreds of configs in local
-# optima on Kernel Tuner's A100 file (median trials to 1% over 200 seeds 270 -> 168, though
-# medians there swing with the seeds); on our recordings the medians did not move
+# optima on Kernel Tuner's A100 file (median trials to 1% over 200 seeds 270 -> 168 in a
+# stand-alone copy of the loop; the live loop's medians there swing with the seeds: 160 on
+# seeds 0-19, 241.5 on 20-99); on our recordings the medians did not move
 # (benchmarks/RESULTS.md).
 DEFAULT_EVOLVE_AFTER = 15
 
