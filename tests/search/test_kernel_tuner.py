@@ -178,3 +178,39 @@ def test_the_methodology_score_is_one_for_the_optimum_and_orders_strategies() ->
     assert 1.0 > a > b
     stuck = [[math.inf, *([9.0] * 19)]]  # inf: nothing ran yet, counted as the worst
     assert kts.methodology_score(valid, stuck, 20) < 0
+
+
+def test_the_default_search_evolves_only_after_it_stalls(a100: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The live loop's wiring of the evolution step: the default replay on the imported A100
+    space asks for a child only once 15 configs in a row brought no 0.5% better best, and
+    the children it proposes are the configs measured next."""
+    from autotune.search import loop
+    from autotune.search.samplers import DEFAULT_EVOLVE_AFTER
+
+    land = load_landscape(a100)
+    space = land.search_space(Path("unused"))  # the space travels with the landscape
+    calls: list[int] = []  # distinct configs measured when the step was asked for
+    proposed: list[str] = []
+    measured: list[str] = []
+    evolve, lookup = loop._evolve, type(land).lookup
+
+    def spy(study: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(len({params_key(t.params) for t in study.get_trials(deepcopy=False)
+                          if t.state.is_finished()}))
+        child = evolve(study, *args, **kwargs)
+        if child is not None:
+            proposed.append(params_key(child))
+        return child
+
+    def record(self: Any, params: Any) -> Any:
+        measured.append(params_key(params))
+        return lookup(self, params)
+    monkeypatch.setattr(loop, "_evolve", spy)
+    monkeypatch.setattr(type(land), "lookup", record)
+    curve = replay_once(land, space, "default", 1, 120)
+    assert calls and proposed  # seed 1 stalls within 120 configs
+    for n in calls:  # the curve's configs since the last 0.5% improvement, at each call
+        last = max(i for i in range(n) if i == 0 or curve[i] < curve[i - 1] * (1 - 0.005))
+        assert n - 1 - last >= DEFAULT_EVOLVE_AFTER
+    assert set(proposed) <= set(measured)
