@@ -304,9 +304,11 @@ def print_summary(outcomes: Sequence[StudyOutcome], console: Console) -> None:
         acc = totals.setdefault(o.instance.bucket.label, [0.0, 0.0])
         acc[0] += o.instance.count * ref
         acc[1] += o.instance.count * best
+        chosen = format_params(f["params"])
+        if f.get("slower_than_reference"):
+            chosen += " [yellow](the reference's own: every tuned config re-measured slower)[/]"
         table.add_row(o.instance.kind, o.instance.bucket.label, f"{ref:.3f}", f"{best:.3f}",
-                      f"{ref / best:.2f}×", format_params(f["params"]), f"{f['rel_error']:.1e}",
-                      counts)
+                      f"{ref / best:.2f}×", chosen, f"{f['rel_error']:.1e}", counts)
     console.print(table)
     for label, (ref, best) in totals.items():
         console.print(f"{label}: sum over the forward pass of tuned ops {ref:.2f} ms → "

@@ -2,15 +2,20 @@
 
 Each operator kind looks up the smallest tuned shape bucket that covers the call (rows for the
 token-wise GEMMs, batch and sequence for embeddings and attention, batch for the pooler) and
-runs the variant built for that bucket and layer. A shape beyond every bucket runs the float32
-reference (with one warning per shape). Activations stay in whatever dtype the previous op
-produced until an op needs another: conversions between precisions are paid where they occur.
+runs the variant built for that bucket and layer. Every variant runs any shape (CPU ops split
+rows into the bucket's blocks, Triton kernels mask), so a shape beyond every bucket runs the
+nearest bucket's choice; only an op kind the config has no choice for runs the float32
+reference (with one warning). Activations stay in whatever dtype the previous op produced
+until an op needs another: conversions between precisions are paid where they occur. Ops are
+built on first use, under a lock: one loaded model serves callers on several threads.
 """
 
 from __future__ import annotations
 
+import math
+import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +75,24 @@ def _covers(kind: str, b: Bucket, batch: int, seq: int) -> bool:
     return b.batch >= batch and b.seq >= seq
 
 
+def _distance(kind: str, b: Bucket, batch: int, seq: int) -> float:
+    """How far a bucket is from a call, in log-scale of the dimensions that decide coverage."""
+    if kind in TOKEN_WISE:
+        return abs(math.log(b.batch * b.seq / (batch * seq)))
+    if kind == "pooler":
+        return abs(math.log(b.batch / batch))
+    return abs(math.log(b.batch / batch)) + abs(math.log(b.seq / seq))
+
+
+def pick_choice(kind: str, choices: Sequence[Choice], batch: int, seq: int) -> Choice | None:
+    """The choice for a call: the smallest bucket that covers it (``choices`` are sorted
+    smallest first), else the nearest one (the larger of two equally near)."""
+    covering = next((c for c in choices if _covers(kind, c.bucket, batch, seq)), None)
+    if covering is not None or not choices:
+        return covering
+    return min(reversed(choices), key=lambda c: _distance(kind, c.bucket, batch, seq))
+
+
 class TunedBert(torch.nn.Module):
     """BERT encoder + pooler running the operators chosen in a ``TunedConfig``."""
 
@@ -91,7 +114,8 @@ class TunedBert(torch.nn.Module):
         self._graphs: dict[tuple[object, ...], tuple[Any, tuple[torch.Tensor | None, ...],
                                                      tuple[torch.Tensor, torch.Tensor | None]]] = {}
         self._built: dict[tuple[str, int, Bucket], tuple[OpFn, torch.dtype]] = {}
-        self._warned: set[tuple[str, int, int]] = set()
+        self._building = threading.Lock()
+        self._warned: set[str] = set()
 
     # -- dispatch ---------------------------------------------------------------------------
 
@@ -104,12 +128,16 @@ class TunedBert(torch.nn.Module):
         return self.layer_w[layer][kind]
 
     def _fn(self, kind: str, layer: int, batch: int, seq: int) -> tuple[OpFn, torch.dtype]:
-        choice = next((c for c in self.ops.get(kind, ()) if _covers(kind, c.bucket, batch, seq)),
-                      None)
+        choice = pick_choice(kind, self.ops.get(kind, ()), batch, seq)
         if choice is None:
-            return self._reference(kind, layer, batch, seq), torch.float32
+            return self._reference(kind, layer), torch.float32
         key = (kind, layer, choice.bucket)
-        if key not in self._built:
+        built = self._built.get(key)
+        if built is not None:
+            return built
+        with self._building:
+            if key in self._built:  # built by another thread meanwhile
+                return self._built[key]
             variant = get_variant(kind, self.config.device if self.config else "cpu",
                                   choice.variant)
             params = choice.all_params
@@ -120,11 +148,11 @@ class TunedBert(torch.nn.Module):
             self._built[key] = (fn, variant.input_dtype(params))
         return self._built[key]
 
-    def _reference(self, kind: str, layer: int, batch: int, seq: int) -> OpFn:
-        if self.ops.get(kind) and (kind, batch, seq) not in self._warned:
-            self._warned.add((kind, batch, seq))
-            warnings.warn(f"{kind}: shape batch={batch} seq={seq} is beyond every tuned bucket; "
-                          "running the float32 reference", stacklevel=4)
+    def _reference(self, kind: str, layer: int) -> OpFn:
+        if self.config is not None and kind not in self._warned:
+            self._warned.add(kind)
+            warnings.warn(f"{kind}: the tuned config has no choice for this op kind; running "
+                          "the float32 reference", stacklevel=4)
         spec, w, arch = op_spec(kind), self._weights(kind, layer), self.arch
         return lambda inputs: spec.reference(w, inputs, arch)
 

@@ -11,8 +11,9 @@ import torch
 from transformers import BertConfig, BertForSequenceClassification, BertModel
 
 import autotune
-from autotune.models.bert import BertArch
+from autotune.models.bert import BertArch, Bucket
 from autotune.runtime import TunedBert, parse_config
+from autotune.runtime.model import pick_choice
 from tests.conftest import TINY
 from tests.runtime.helpers import BF16_GEMM, F32_GEMM, INT8_GEMM, choices, make_config
 
@@ -125,18 +126,56 @@ def test_position_ids_are_honoured() -> None:
     assert _rel(out.last_hidden_state, ref.last_hidden_state, inputs["attention_mask"]) < 1e-5
 
 
-def test_shapes_beyond_buckets_fall_back_with_one_warning() -> None:
+def test_shapes_beyond_buckets_run_the_nearest_tuned_choice() -> None:
+    """No float32 fallback where a tuned variant can run: a call larger than every bucket runs
+    the nearest bucket's (bfloat16) choice, built once, without a warning."""
     hf = _hf()
-    sd = hf.state_dict()
-    model = TunedBert(TINY, sd, parse_config(
-        make_config(TINY, choices(F32_GEMM, "float32"), [(1, 8)])))
-    inputs = _inputs(batch=2, seq=20)
+    cfg = make_config(TINY, choices(BF16_GEMM, "bfloat16"), [(1, 8), (2, 16)])
+    model = TunedBert(TINY, hf.state_dict(), parse_config(cfg))
+    inputs = _inputs(batch=5, seq=20)
     with torch.no_grad():
         ref = hf(**inputs)
-    with pytest.warns(UserWarning, match="beyond every tuned bucket") as record:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         out = model(**inputs)
         model(**inputs)
-    assert len({str(w.message) for w in record}) == len(record)  # once per kind and shape
+    buckets = {bucket for _, _, bucket in model._built}
+    assert buckets == {Bucket(2, 16)}  # the nearer of the two, for every op
+    assert _rel(out.last_hidden_state, ref.last_hidden_state, inputs["attention_mask"]) < 0.03
+
+
+def test_nearest_bucket_per_op_kind() -> None:
+    cfg = parse_config(make_config(TINY, choices(F32_GEMM, "float32"),
+                                   [(1, 64), (8, 16), (32, 16)]))
+
+    def picked(kind: str, batch: int, seq: int) -> tuple[int, int]:
+        choice = pick_choice(kind, cfg.ops[kind], batch, seq)
+        assert choice is not None
+        return choice.bucket.batch, choice.bucket.seq
+
+    assert picked("qkv_proj", 1, 40) == (1, 64)  # smallest covering: 64 rows
+    assert picked("qkv_proj", 64, 16) == (32, 16)  # beyond all: the most rows
+    assert picked("attention", 2, 64) == (1, 64)  # none covers: 2x batch, not 4x + 4x
+    assert picked("attention", 16, 20) == (32, 16)  # equally near 8x16 and 32x16: the larger
+    assert picked("attention", 1, 200) == (1, 64)  # long single sequences: the long bucket
+    assert picked("attention", 40, 16) == (32, 16)
+    assert picked("pooler", 6, 512) == (8, 16)  # batch only: the smallest covering
+    assert pick_choice("ffn_up", (), 1, 8) is None
+
+
+def test_an_op_kind_without_choices_runs_the_reference_with_one_warning() -> None:
+    hf = _hf()
+    per_kind = choices(F32_GEMM, "float32")
+    cfg = make_config(TINY, per_kind, [(2, 16)])
+    del cfg["ops"]["ffn_up"]
+    model = TunedBert(TINY, hf.state_dict(), parse_config(cfg))
+    inputs = _inputs()
+    with torch.no_grad():
+        ref = hf(**inputs)
+    with pytest.warns(UserWarning, match="ffn_up: the tuned config has no choice") as record:
+        out = model(**inputs)
+        model(**inputs)
+    assert len(record) == 1
     assert _rel(out.last_hidden_state, ref.last_hidden_state, inputs["attention_mask"]) < 1e-5
 
 

@@ -15,6 +15,7 @@ from sqlalchemy import create_engine, text
 import tests.faulty_variants  # noqa: F401  (registers test_* variants in this process)
 from autotune.cli import run_search
 from autotune.export import build_config, schema
+from autotune.measure import MeasureResult
 from autotune.models.bert import Bucket
 from autotune.search.driver import WARM_K, SearchOptions
 from autotune.search.spaces import load_spaces, space_context
@@ -204,3 +205,52 @@ def test_warm_start_tries_the_other_buckets_best_once(tmp_path: Path,
     n = len(studies[2].trials)
     _run(opts, out)  # resuming enqueues nothing again
     assert len(_studies(opts)[1].trials) == n
+
+
+class _SlowerWhenRemeasured:
+    """A measurement worker for which every tuned config re-measures 2x slower than the
+    reference, and the reference's own config as fast as it."""
+
+    def __init__(self, baseline: dict) -> None:
+        self.baseline = baseline
+
+    def run(self, task: object, timeout: float, stop: object) -> MeasureResult:
+        same = params_key(task.params) == params_key(self.baseline)  # type: ignore[attr-defined]
+        return MeasureResult("ok", rel_error=0.0, cand_ms=1.0 if same else 2.0, cand_iqr_ms=0.1,
+                             ref_ms=1.0, ref_iqr_ms=0.1, rounds=9)
+
+    def close(self) -> None:
+        pass
+
+
+def test_remeasured_slower_than_the_reference_ships_the_reference_config(
+        tmp_path: Path, tiny_model_dir: Path) -> None:
+    """The search found configs 2x faster; re-measured they are 2x slower than the reference:
+    the study's final choice (what export ships) is the reference's own config."""
+    from autotune.models.bert import resolve_model, workload
+    from autotune.search.driver import Searcher
+    from autotune.search.loop import tell
+    from autotune.search.objective import suggest
+
+    opts = _opts(tmp_path, tiny_model_dir, ops=("pooler",), top_k=2)  # the two tuned ones
+    searcher = Searcher(opts, resolve_model(opts.model))
+    inst = next(i for i in workload(searcher.resolved.arch, opts.buckets) if i.kind == "pooler")
+    baseline = searcher.spaces["pooler"].baseline
+    assert baseline is not None
+    searcher.worker.close()
+    searcher.worker = _SlowerWhenRemeasured(baseline)  # type: ignore[assignment]
+    study = searcher.open_study(searcher.identity(inst))
+    tuned = [{**baseline, "precision": "bfloat16"}, {**baseline, "impl": "aten_t"}]
+    for params, ratio in [(baseline, 1.0), *((p, 0.5) for p in tuned)]:  # what search saw
+        study.enqueue_trial(params)
+        trial = study.ask()
+        assert suggest(trial, searcher.spaces["pooler"]) == params
+        tell(study, trial, MeasureResult("ok", rel_error=0.0, cand_ms=ratio, ref_ms=1.0),
+             opts.max_rel_error, cached=False)
+    try:
+        final = searcher.remeasure(study, inst)
+    finally:
+        searcher.close()
+    assert final is not None and final["slower_than_reference"]
+    assert final["params"] == baseline and final["cand_ms"] == 1.0
+    assert ranked_configs(study, opts.max_rel_error, 1)[0]["params"] == baseline
