@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 import warnings
 
 import pytest
@@ -242,3 +243,54 @@ def test_triton_config_runs_and_skipping_padded_keys_changes_nothing() -> None:
         keep].norm()
     assert float(err) < 2e-2
     assert len(skip._built) == 1 + 5 * TINY.num_hidden_layers + 1  # no float32 fallback
+
+
+def test_concurrent_callers_get_what_sequential_calls_give(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server calls one loaded model from several threads: ops are built lazily per shape
+    (here, first by the concurrent calls) and per-op thread counts are switched process-wide
+    (every op asks for 1 thread). Outputs must equal those of calls made one at a time."""
+    import threading
+
+    state = _hf().state_dict()
+    cfg = parse_config(make_config(TINY, choices(BF16_GEMM, "bfloat16"), [(1, 8), (2, 16)]))
+    shapes = [(2, 4), (2, 16), (3, 20), (2, 8), (4, 9), (2, 7), (5, 30), (3, 16)]
+    calls = [_inputs(batch=b, seq=s, seed=i) for i, (b, s) in enumerate(shapes)] * 3
+    sequential = TunedBert(TINY, state, cfg)
+    with torch.no_grad():
+        expected = [sequential(**c).last_hidden_state for c in calls]
+    shared = TunedBert(TINY, state, cfg)  # nothing built yet
+    builds: list[str] = []
+    real_get = autotune.runtime.model.get_variant
+
+    def counted(kind: str, device: str, name: str) -> object:
+        v = real_get(kind, device, name)
+
+        class Counted:
+            input_dtype = v.input_dtype
+
+            @staticmethod
+            def build(*args: object) -> object:
+                builds.append(kind)
+                time.sleep(0.01)  # widen the window in which two threads could both build
+                return v.build(*args)
+        return Counted
+
+    monkeypatch.setattr(autotune.runtime.model, "get_variant", counted)
+    got: list[torch.Tensor | None] = [None] * len(calls)
+    start = threading.Barrier(8)
+
+    def serve(worker: int) -> None:
+        start.wait()
+        for i in range(worker, len(calls), 8):
+            with torch.no_grad():
+                got[i] = shared(**calls[i]).last_hidden_state
+
+    threads = [threading.Thread(target=serve, args=(w,)) for w in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, (out, ref) in enumerate(zip(got, expected, strict=True)):
+        assert out is not None and torch.equal(out, ref), (i, shapes[i % len(shapes)])
+    assert len(builds) == len(shared._built) == len(sequential._built)  # each op built once
