@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from autotune.bench import PEERS
 from autotune.cli_common import (
     OP_KINDS,
     SAMPLERS,
@@ -355,9 +356,6 @@ def export_cmd(model: str, device: str, storage: str | None, max_rel_error: floa
     path = write_config(config, output or default_output(name, device))
     n = sum(len(v) for v in config["ops"].values())
     click.echo(f"wrote {path}: {n} tuned op buckets for {name} on {device}")
-
-
-PEERS = ("eager", "sdpa", "compile", "compile-bf16", "onnxruntime", "onnxruntime-int8")
 
 
 def _peers(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:

@@ -1,1 +1,5 @@
 """``autotune bench``: the tuned model next to the tools users would otherwise pick."""
+
+#: Every contender ``autotune bench --against`` knows, in the order the table lists them.
+PEERS = ("eager", "sdpa", "compile", "compile-bf16", "onnxruntime", "onnxruntime-int8",
+         "openvino", "openvino-bf16")

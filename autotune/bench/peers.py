@@ -17,8 +17,6 @@ import torch
 Batch = dict[str, torch.Tensor]
 RunFn = Callable[[Batch], tuple[torch.Tensor, torch.Tensor]]
 
-PEERS = ("eager", "sdpa", "compile", "compile-bf16", "onnxruntime", "onnxruntime-int8")
-
 
 @dataclass
 class Peer:
@@ -63,6 +61,8 @@ def build_peer(name: str, base: torch.nn.Module, tmp: Path) -> Peer:
                     [m, compiled])
     if name in ("onnxruntime", "onnxruntime-int8"):
         return _onnxruntime(name, base, tmp)
+    if name in ("openvino", "openvino-bf16"):
+        return _openvino(name, base, tmp)
     raise ValueError(f"unknown peer {name!r}")
 
 
@@ -76,17 +76,7 @@ def _onnxruntime(name: str, base: torch.nn.Module, tmp: Path) -> Peer:
     cfg: Any = getattr(base, "config")  # noqa: B009  (a transformers PretrainedConfig)
     fused = tmp / "bert-opt.onnx"
     if not fused.exists():
-        raw = tmp / "bert.onnx"
-        dummy = (torch.ones(2, 16, dtype=torch.long),) * 3
-        axes = {0: "batch", 1: "seq"}
-        torch.onnx.export(
-            _Positional(hf_model(base, "eager")), dummy, str(raw),
-            input_names=["input_ids", "attention_mask", "token_type_ids"],
-            output_names=["last_hidden_state", "pooler_output"], opset_version=17,
-            dynamic_axes={k: axes for k in ("input_ids", "attention_mask", "token_type_ids",
-                                            "last_hidden_state")} | {"pooler_output": {0: "b"}},
-            dynamo=False)
-        opt = optimizer.optimize_model(str(raw), model_type="bert",
+        opt = optimizer.optimize_model(str(_onnx(base, tmp)), model_type="bert",
                                        num_heads=cfg.num_attention_heads,
                                        hidden_size=cfg.hidden_size)
         opt.save_model_to_file(str(fused))
@@ -106,6 +96,7 @@ def _onnxruntime(name: str, base: torch.nn.Module, tmp: Path) -> Peer:
     # ORT's threads spin after each run by default, stealing the cores from whichever
     # contender runs next in the interleaved rounds; the tuned model's threads do not.
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.intra_op_num_threads = torch.get_num_threads()  # the cores every contender gets
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
     def run(batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -114,6 +105,47 @@ def _onnxruntime(name: str, base: torch.nn.Module, tmp: Path) -> Peer:
         return torch.from_numpy(hidden).float(), torch.from_numpy(pooled).float()
 
     return Peer(name, run, note, [sess])
+
+
+def _onnx(base: torch.nn.Module, tmp: Path) -> Path:
+    """HF's eager BertModel as ONNX (opset 17), batch and sequence dynamic; written once."""
+    raw = tmp / "bert.onnx"
+    if not raw.exists():
+        dummy = (torch.ones(2, 16, dtype=torch.long),) * 3
+        axes = {0: "batch", 1: "seq"}
+        torch.onnx.export(
+            _Positional(hf_model(base, "eager")), dummy, str(raw),
+            input_names=["input_ids", "attention_mask", "token_type_ids"],
+            output_names=["last_hidden_state", "pooler_output"], opset_version=17,
+            dynamic_axes={k: axes for k in ("input_ids", "attention_mask", "token_type_ids",
+                                            "last_hidden_state")} | {"pooler_output": {0: "b"}},
+            dynamo=False)
+    return raw
+
+
+def _openvino(name: str, base: torch.nn.Module, tmp: Path) -> Peer:
+    """OpenVINO's CPU plugin on the exported graph, as a user deploys it: latency hint, the
+    same thread count as every contender, float32 or bfloat16 inference precision (bf16
+    runs as f32 on a CPU without bf16 instructions, which OpenVINO decides itself)."""
+    try:
+        import openvino as ov
+    except ImportError:
+        raise PeerUnavailable("openvino is not installed (pip install 'autotune[peers]')"
+                              ) from None
+    precision = "bf16" if name == "openvino-bf16" else "f32"
+    core = ov.Core()
+    compiled = core.compile_model(ov.convert_model(str(_onnx(base, tmp))), "CPU", {
+        "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": torch.get_num_threads(),
+        "INFERENCE_PRECISION_HINT": precision})
+    request = compiled.create_infer_request()
+
+    def run(batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        out = request.infer({k: v.numpy() for k, v in batch.items()})
+        hidden, pooled = (out[compiled.output(i)] for i in range(2))
+        return torch.from_numpy(hidden.copy()).float(), torch.from_numpy(pooled.copy()).float()
+
+    return Peer(name, run, f"OpenVINO CPU, {precision} inference precision, latency hint",
+                [compiled, request])
 
 
 class _Positional(torch.nn.Module):

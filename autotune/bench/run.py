@@ -15,6 +15,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from autotune.bench import PEERS
 from autotune.bench.lengths import make_batch, parse_lengths
 from autotune.bench.memory import peak_mb, reset_peak, rss_mb
 from autotune.bench.peers import Peer, PeerUnavailable, build_peer, temp_dir
@@ -33,8 +34,7 @@ class BenchOptions:
     batch_sizes: tuple[int, ...] = (1, 8)
     seq_lens: tuple[int, ...] = (128,)
     lengths: str = "fixed"
-    against: tuple[str, ...] = ("eager", "sdpa", "compile", "compile-bf16", "onnxruntime",
-                                "onnxruntime-int8")
+    against: tuple[str, ...] = PEERS
     seconds: float = 10.0
     storage: str | None = None
     output: Path | None = None

@@ -39,28 +39,33 @@ def _bench(tiny_model_dir: Path, config_file: Path, tmp_path: Path, against: tup
 
 def test_bench_runs_every_contender_and_stores_results(tiny_model_dir: Path, config_file: Path,
                                                        tmp_path: Path) -> None:
-    against = ("eager", "sdpa", "compile", "onnxruntime", "onnxruntime-int8")
+    against = ("eager", "sdpa", "compile", "onnxruntime", "onnxruntime-int8", "openvino",
+               "openvino-bf16")
     result, log = _bench(tiny_model_dir, config_file, tmp_path, against)
     rows = {r["peer"]: r for r in result["rows"]}
     assert set(rows) == {"tuned", *against}
     assert rows["eager"]["rel_error"] == 0.0  # the reference itself
     assert rows["sdpa"]["rel_error"] < 1e-5 and rows["onnxruntime"]["rel_error"] < 1e-4
+    assert rows["openvino"]["rel_error"] < 1e-4 and rows["openvino-bf16"]["rel_error"] < 0.03
     assert rows["tuned"]["rel_error"] < 0.02  # bfloat16 config
     for r in rows.values():
         assert r["median_ms"] > 0 and r["rounds"] >= 5 and r["min_pooler_cos"] > 0.99
         assert r["speedup_of_tuned"] == pytest.approx(r["median_ms"] / rows["tuned"]["median_ms"])
     assert json.loads((tmp_path / "bench.json").read_text())["rows"]
     with create_engine(f"sqlite:///{tmp_path / 'b.sqlite3'}").connect() as c:
-        assert c.execute(text("select count(*) from autotune_bench_v1")).scalar_one() == 6
+        assert c.execute(text("select count(*) from autotune_bench_v1")).scalar_one() == 8
     assert "it ÷ tuned" in log
 
 
 def test_bench_without_the_peers_extra(tiny_model_dir: Path, config_file: Path, tmp_path: Path,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails as if not installed
-    result, log = _bench(tiny_model_dir, config_file, tmp_path, ("eager", "onnxruntime"))
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    result, log = _bench(tiny_model_dir, config_file, tmp_path,
+                         ("eager", "onnxruntime", "openvino"))
     assert {r["peer"] for r in result["rows"]} == {"tuned", "eager"}
     assert "onnxruntime is not installed" in result["skipped"]["onnxruntime"]
+    assert "openvino is not installed" in result["skipped"]["openvino"]
     assert "skipped onnxruntime" in log
 
 
