@@ -102,8 +102,10 @@ def main() -> None:
 @click.option("--spaces", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder of search spaces (<device>/<kind>.yaml).")
 @click.option("--lengths", default="fixed", show_default=True,
-              help="Sequence-length mix the model-level study is judged on: fixed, LO..HI "
-                   "(uniform) or a file with one length per line.")
+              help="Inputs the model-level study is judged on: fixed, LO..HI (uniform "
+                   "lengths), a file with one length per line, or a text file with one input "
+                   "per line (tokenized with the model's tokenizer: real ids, real lengths). "
+                   "Each batch is padded to its longest input, as HF tokenizers do.")
 @click.option("--compose-trials", type=click.IntRange(min=0), default=10, show_default=True,
               help="Trials of the model-level study that composes per-op configs and "
                    "layouts (0 skips it; it needs every op kind).")
@@ -160,8 +162,10 @@ def search(model: str, device: str, ops: tuple[str, ...], batch_sizes: tuple[int
         heartbeat=heartbeat,
     )
     from autotune.bench.lengths import parse_lengths
+    from autotune.models.bert import resolve_model
 
-    parse_lengths(lengths)  # a bad --lengths fails now, not after the per-op studies
+    resolved = resolve_model(model)  # a bad --lengths fails now, not after the studies
+    parse_lengths(lengths, resolved.path or resolved.name, resolved.arch.max_position_embeddings)
     console = Console(stderr=True)
     if not console.is_terminal:
         console.width = max(console.width, 160)  # logs: keep table rows on one line
@@ -377,8 +381,10 @@ def _peers(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str,
 @click.option("--seq-lens", default="128", show_default=True, callback=_int_list,
               help="Padded sequence lengths.")
 @click.option("--lengths", default="fixed", show_default=True,
-              help="Real lengths inside the padded batch: fixed, LO..HI (uniform) or a file "
-                   "with one length per line.")
+              help="Inputs of each batch: fixed, LO..HI (uniform lengths), a file with one "
+                   "length per line, or a text file with one input per line (tokenized with "
+                   "the model's tokenizer). Every contender gets the batch padded to its "
+                   "longest input (padding=True); the tuned model runs its own layout.")
 @click.option("--against", default=",".join(PEERS), show_default=True, callback=_peers,
               help="Contenders to time next to the tuned model (onnxruntime needs the "
                    "`peers` extra; absent ones are skipped with a note).")

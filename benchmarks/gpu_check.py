@@ -218,7 +218,7 @@ def end_to_end(model: str, config: Path | None, shapes: list[Bucket], on: str, c
     ref = hf.to(on)
     compiled = torch.compile(peers["sdpa"], mode=compile_mode) if compile_mode else None
     rows, timed = [], timer(on)
-    _, full = parse_lengths("fixed")
+    full = parse_lengths("fixed")
     for b in shapes:
         batch = {k: v.to(on) for k, v in make_batch(b.batch, b.seq, resolved.arch.vocab_size,
                                                       full).items()}

@@ -33,8 +33,8 @@ def main() -> None:
 
     cfg = parse_config(args.config)
     state = random_weights(cfg.arch)
-    desc, sampler = parse_lengths(args.lengths)
-    batch = make_batch(args.batch, args.seq, cfg.arch.vocab_size, sampler)
+    mix = parse_lengths(args.lengths)
+    batch = make_batch(args.batch, args.seq, cfg.arch.vocab_size, mix)
     models = {
         "padded": TunedBert(cfg.arch, state, dataclasses.replace(cfg, varlen=False)),
         "varlen": TunedBert(cfg.arch, state, dataclasses.replace(cfg, varlen=True)),
@@ -46,7 +46,7 @@ def main() -> None:
                       budget_s=args.seconds, min_rounds=5, max_rounds=1000)
     m = machine("cpu")
     print(f"{m['cpu']}, {m['cores']} cores, torch {torch.__version__}")
-    print(f"batch {args.batch} × seq {args.seq}, lengths {desc}: "
+    print(f"batch {args.batch} × seq {args.seq}, lengths {mix.desc}: "
           f"{int(keep.sum())} real tokens of {keep.numel()}")
     print(f"{'layout':<8} {'median ms':>10} {'IQR':>8} {'rounds':>7}")
     for name, s in stats.items():

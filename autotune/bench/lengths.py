@@ -1,10 +1,12 @@
-"""Sequence-length mixes of a workload: ``fixed``, ``uniform:LO..HI`` (or ``LO..HI``), or a
-file with one length per line."""
+"""What the inputs of a workload look like: ``fixed`` (every sequence fills the bucket),
+``uniform:LO..HI`` (or ``LO..HI``), a file with one length per line, or a text file with one
+input per line, tokenized with the model's tokenizer (real token ids and real lengths)."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -12,48 +14,109 @@ import torch
 from autotune.errors import UserError
 
 LengthSampler = Callable[[int, int, torch.Generator], torch.Tensor]
+MAX_TEXTS = 100_000  # lines read from a text file (enough for any length mix)
 
 
-def parse_lengths(spec: str) -> tuple[str, LengthSampler]:
-    """(description, sampler(batch, seq, gen) -> lengths in 1..seq)."""
+@dataclass(frozen=True)
+class LengthMix:
+    desc: str
+    sample: LengthSampler  # (batch, seq, gen) -> real lengths in 1..seq
+    texts: tuple[torch.Tensor, ...] = ()  # token ids of real inputs (a text file)
+    pad_id: int = 0
+
+
+def parse_lengths(spec: str, tokenizer: str | Path | None = None,
+                  max_length: int = 512) -> LengthMix:
+    """The mix ``spec`` names; ``tokenizer`` (a model directory or name) and ``max_length``
+    are used only for a text file."""
     spec = spec.strip()
     if spec in ("", "fixed", "full"):
-        return "fixed", lambda b, s, g: torch.full((b,), s, dtype=torch.long)
+        return LengthMix("fixed", lambda b, s, g: torch.full((b,), s, dtype=torch.long))
     m = re.fullmatch(r"(?:uniform:)?(\d+)\s*\.\.\s*(\d+)", spec)
     if m:
         lo, hi = int(m[1]), int(m[2])
         if not 1 <= lo <= hi:
             raise UserError(f"--lengths {spec!r}: need 1 <= LO <= HI")
-        return (f"uniform {lo}..{hi}",
-                lambda b, s, g: torch.randint(min(lo, s), min(hi, s) + 1, (b,), generator=g))
+        return LengthMix(f"uniform {lo}..{hi}", lambda b, s, g: torch.randint(
+            min(lo, s), min(hi, s) + 1, (b,), generator=g))
     path = Path(spec)
     if not path.is_file():
-        raise UserError(f"--lengths {spec!r}: expected fixed, LO..HI or a file of lengths")
+        raise UserError(f"--lengths {spec!r}: expected fixed, LO..HI, a file of lengths or a "
+                        "text file with one input per line")
     try:
-        values = [int(line) for line in path.read_text().split() if line.strip()]
-    except ValueError:
-        raise UserError(f"{path}: every line must be one integer length") from None
-    if not values or min(values) < 1:
-        raise UserError(f"{path}: needs at least one length, all >= 1")
+        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: cannot read ({e})") from None
+    if not lines:
+        raise UserError(f"{path}: empty (one length or one input text per line)")
+    if all(re.fullmatch(r"\s*-?\d+\s*", line) for line in lines):
+        values = [int(line) for line in lines]
+        if min(values) < 1:
+            raise UserError(f"{path}: lengths must be >= 1")
+        return LengthMix(f"from {path.name} ({len(values)} lengths)", _pool(values))
+    texts, pad_id = _tokenize(path, lines[:MAX_TEXTS], tokenizer, max_length)
+    return LengthMix(f"text of {path.name} ({len(texts)} inputs)",
+                     _pool([len(t) for t in texts]), tuple(texts), pad_id)
+
+
+def _pool(values: list[int]) -> LengthSampler:
     pool = torch.tensor(values)
 
     def sample(b: int, s: int, g: torch.Generator) -> torch.Tensor:
-        idx = torch.randint(0, len(pool), (b,), generator=g)
-        return pool[idx].clamp(1, s)
+        return pool[torch.randint(0, len(pool), (b,), generator=g)].clamp(1, s)
 
-    return f"from {path.name} ({len(values)} lengths)", sample
+    return sample
 
 
-def make_batch(batch: int, seq: int, vocab: int, sampler: LengthSampler,
-               seed: int = 0) -> dict[str, torch.Tensor]:
-    """Token ids (CLS first, SEP last, padding 0 after) with attention mask and token types."""
+def _tokenize(path: Path, lines: list[str], tokenizer: str | Path | None,
+              max_length: int) -> tuple[list[torch.Tensor], int]:
+    """(token ids per line, the padding id) with the model's own tokenizer."""
+    hint = (f"{path}: a text file needs the model's tokenizer; give --model a directory that "
+            "holds one (tokenizer.json or vocab.txt) or a name in the local Hugging Face cache")
+    if tokenizer is None:
+        raise UserError(hint)
+    try:
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(str(tokenizer), local_files_only=True)
+    except Exception as e:  # missing files, no network: one line, not a traceback
+        raise UserError(f"{hint} ({type(e).__name__})") from None
+    if len(tok) < 100:  # transformers builds an empty-vocabulary tokenizer from a config alone
+        raise UserError(f"{hint} (it found no vocabulary)")
+    enc = tok(lines, truncation=True, max_length=max_length)["input_ids"]
+    return [torch.tensor(ids) for ids in enc], int(tok.pad_token_id or 0)
+
+
+def make_batch(batch: int, seq: int, vocab: int, mix: LengthMix, seed: int = 0,
+               pad_to_longest: bool = False) -> dict[str, torch.Tensor]:
+    """A batch of ``batch`` inputs padded to ``seq`` (to its longest input with
+    ``pad_to_longest``, as HF tokenizers' ``padding=True`` does): the mix's real inputs when
+    it has them (one longer than ``seq`` keeps its first tokens and its last), else token ids
+    drawn at random (CLS first) with the mix's lengths and sentence-pair token types."""
     g = torch.Generator().manual_seed(seed)
-    lengths = sampler(batch, seq, g)
-    ids = torch.randint(1000, vocab, (batch, seq), generator=g) if vocab > 1000 else \
-        torch.randint(1, vocab, (batch, seq), generator=g)
     pos = torch.arange(seq)[None, :]
-    mask = (pos < lengths[:, None]).long()
-    ids = ids * mask
-    ids[:, 0] = min(101, vocab - 1)
-    types = ((pos >= (lengths[:, None] // 2)) & mask.bool()).long()
-    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+    if mix.texts:
+        picks = torch.randint(0, len(mix.texts), (batch,), generator=g).tolist()
+        ids = torch.full((batch, seq), mix.pad_id, dtype=torch.long)
+        lengths = torch.empty(batch, dtype=torch.long)
+        for row, i in enumerate(picks):
+            t = mix.texts[i]
+            if len(t) > seq:
+                t = torch.cat([t[:seq - 1], t[-1:]])
+            ids[row, :len(t)] = t
+            lengths[row] = len(t)
+        mask = (pos < lengths[:, None]).long()
+        types = torch.zeros_like(ids)
+    else:
+        lengths = mix.sample(batch, seq, g)
+        ids = torch.randint(1000, vocab, (batch, seq), generator=g) if vocab > 1000 else \
+            torch.randint(1, vocab, (batch, seq), generator=g)
+        mask = (pos < lengths[:, None]).long()
+        ids = ids * mask
+        ids[:, 0] = min(101, vocab - 1)
+        types = ((pos >= (lengths[:, None] // 2)) & mask.bool()).long()
+    out = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+    if pad_to_longest:
+        longest = int(lengths.max())
+        out = {k: v[:, :longest].contiguous() for k, v in out.items()}
+    return out

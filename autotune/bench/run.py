@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from autotune.bench import PEERS
-from autotune.bench.lengths import make_batch, parse_lengths
+from autotune.bench.lengths import LengthMix, make_batch, parse_lengths
 from autotune.bench.memory import peak_mb, reset_peak, rss_mb
 from autotune.bench.peers import Peer, PeerUnavailable, build_peer, temp_dir
 from autotune.fingerprint import machine
@@ -95,7 +95,8 @@ def run_bench(opts: BenchOptions, console: Console) -> dict[str, Any]:
         check_fit(cfg, resolved.arch)
     for w in caught:
         console.print(f"[yellow]note:[/] {w.message}")
-    lengths_desc, sampler = parse_lengths(opts.lengths)
+    mix = parse_lengths(opts.lengths, resolved.path or resolved.name,
+                        resolved.arch.max_position_embeddings)
     hf, source = base_model(resolved.arch, resolved.path)
     if source != "checkpoint":
         console.print(f"[yellow]note:[/] no weights for {opts.model}: all contenders use the "
@@ -125,11 +126,11 @@ def run_bench(opts: BenchOptions, console: Console) -> dict[str, Any]:
         rows = []
         for b in opts.batch_sizes:
             for s in opts.seq_lens:
-                rows += _bench_bucket(Bucket(b, s), peers, hf, resolved.arch, sampler,
+                rows += _bench_bucket(Bucket(b, s), peers, hf, resolved.arch, mix,
                                       opts, console, weights_mb)
     result = {"model": resolved.name, "config": str(opts.config), "weights": source,
               "max_rel_error": cfg.max_rel_error,
-              "lengths": lengths_desc, "machine": machine("cpu"), "torch": torch.__version__,
+              "lengths": mix.desc, "machine": machine("cpu"), "torch": torch.__version__,
               "rows": rows, "skipped": skipped,
               "notes": {p.name: p.note for p in peers}}
     _print_table(result, console)
@@ -145,9 +146,12 @@ def run_bench(opts: BenchOptions, console: Console) -> dict[str, Any]:
 
 
 def _bench_bucket(bucket: Bucket, peers: list[Peer], hf: torch.nn.Module, arch: BertArch,
-                  sampler: Any, opts: BenchOptions, console: Console,
+                  mix: LengthMix, opts: BenchOptions, console: Console,
                   weights_mb: dict[str, float | None]) -> list[dict[str, Any]]:
-    batch = make_batch(bucket.batch, bucket.seq, arch.vocab_size, sampler, opts.seed)
+    # Every contender gets the batch as HF tokenizers give it (padding=True): padded to its
+    # longest input, not to the bucket; the tuned model then runs its own layout.
+    batch = make_batch(bucket.batch, bucket.seq, arch.vocab_size, mix, opts.seed,
+                       pad_to_longest=True)
     with torch.inference_mode():
         ref_out = hf(**batch)
     ref = (ref_out.last_hidden_state.float(), ref_out.pooler_output.float())
@@ -175,7 +179,8 @@ def _bench_bucket(bucket: Bucket, peers: list[Peer], hf: torch.nn.Module, arch: 
              "speedup_of_tuned": stats[p.name].median_ms / tuned_ms,
              "rel_error": acc[p.name][0], "min_pooler_cos": acc[p.name][1],
              "weights_mb": weights_mb.get(p.name), "peak_mb": peak[p.name],
-             "real_tokens": int(batch["attention_mask"].sum())} for p in peers]
+             "real_tokens": int(batch["attention_mask"].sum()),
+             "padded_to": int(batch["input_ids"].shape[1])} for p in peers]
 
 
 def _print_table(result: dict[str, Any], console: Console) -> None:

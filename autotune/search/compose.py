@@ -60,9 +60,12 @@ class Composer:
         self.device, self.seconds = device, seconds
         self.on = execution_device(device)  # where tensors live (CPU under the interpreter)
         self.state = {k: v.to(self.on) for k, v in state.items()}
-        self.lengths_desc, sampler = parse_lengths(lengths)
+        mix = parse_lengths(lengths, resolved.path or resolved.name,
+                            self.arch.max_position_embeddings)
+        self.lengths_desc = mix.desc
+        # as production sends them: each batch padded to its longest input
         self.batches = [{k: v.to(self.on) for k, v in make_batch(
-            b.batch, b.seq, self.arch.vocab_size, sampler, seed=i).items()}
+            b.batch, b.seq, self.arch.vocab_size, mix, seed=i, pad_to_longest=True).items()}
             for i, b in enumerate(buckets)]
         hf, _ = base_model(self.arch, None)
         hf.load_state_dict(state, strict=False)

