@@ -29,7 +29,7 @@ from autotune.errors import UserError
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from autotune.models.bert import ResolvedModel
+    from autotune.models.bert import Bucket, ResolvedModel
     from autotune.search.driver import SearchOptions, StudyOutcome
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -43,6 +43,11 @@ def _int_list(ctx: click.Context, param: click.Parameter, value: str) -> tuple[i
     if not items or any(v < 1 for v in items):
         raise click.BadParameter(f"{value!r}: every value must be a positive integer")
     return tuple(sorted(set(items)))
+
+
+def _optional_int_list(ctx: click.Context, param: click.Parameter, value: str,
+                       ) -> tuple[int, ...]:
+    return _int_list(ctx, param, value) if value.strip() else ()
 
 
 def _ops(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
@@ -78,10 +83,13 @@ def main() -> None:
 @device_option
 @click.option("--ops", default="all", show_default=True, callback=_ops,
               help=f"Comma-separated op kinds to tune: {', '.join(OP_KINDS)}.")
-@click.option("--batch-sizes", default="1,8", show_default=True, callback=_int_list,
-              help="Batch sizes of the shape buckets.")
-@click.option("--seq-lens", default="128", show_default=True, callback=_int_list,
-              help="Sequence lengths of the shape buckets.")
+@click.option("--batch-sizes", default="", callback=_optional_int_list,
+              help="Batch sizes of the shape buckets (with --seq-lens: every pair; alone: "
+                   "with sequence 128). Default: buckets 1x32, 1x128, 8x128 and 8x512 (the "
+                   "model's maximum), covering batches of 1-32 inputs of 16 tokens up to the "
+                   "maximum: other shapes run the nearest bucket's choice.")
+@click.option("--seq-lens", default="", callback=_optional_int_list,
+              help="Sequence lengths of the shape buckets (alone: with batch sizes 1 and 8).")
 @click.option("--trials", type=click.IntRange(min=1), default=20, show_default=True,
               help="Trials per study (one study per op kind and bucket); finished trials of "
                    "earlier runs count.")
@@ -220,8 +228,12 @@ def _run_search(opts: SearchOptions, resolved: ResolvedModel, output: Path | Non
         console.print(f"[yellow]note:[/] {resolved.notice}")
     opts.preload = tuple(preload) or opts.preload
     searcher = Searcher(opts, resolved)
-    console.print(f"storage: {redact(searcher.url)}   studies: {len(searcher.instances)}   "
-                  f"trials per study: {opts.trials}   sampler: {opts.sampler}")
+    budget = sum(searcher.trials(i.kind, i.bucket) for i in searcher.instances)
+    console.print(f"storage: {redact(searcher.url)}   studies: {len(searcher.instances)} "
+                  f"({len(searcher.buckets)} buckets: "
+                  f"{', '.join(b.label for b in searcher.buckets)})   trials: at most {budget} "
+                  f"({opts.trials} per study, fewer for cheap ops and warm-started studies "
+                  f"that stop improving)   sampler: {opts.sampler}")
     columns = (TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())
     outcomes: list[StudyOutcome] = []
@@ -234,7 +246,7 @@ def _run_search(opts: SearchOptions, resolved: ResolvedModel, output: Path | Non
 
     previous = signal.signal(signal.SIGINT, on_sigint)
     with Progress(*columns, console=console, transient=False) as bar:
-        task = bar.add_task("starting", total=len(searcher.instances) * opts.trials)
+        task = bar.add_task("starting", total=budget)
         searcher.progress = lambda desc, n: bar.update(task, advance=n, description=desc)
         searcher.say = lambda msg: bar.console.print(f"[yellow]{escape(msg)}[/]")
         try:
@@ -257,13 +269,14 @@ def _run_search(opts: SearchOptions, resolved: ResolvedModel, output: Path | Non
     print_summary(outcomes, console)
     _export(searcher.storage, resolved.name,
             opts.device, opts.max_rel_error, output, console)
-    _record_run(searcher.url, opts, resolved.name, started, time.monotonic() - t0,
+    _record_run(searcher.url, opts, resolved.name, searcher.buckets, started,
+                time.monotonic() - t0,
                 "interrupted" if code else "finished")
     return code
 
 
-def _record_run(url: str, opts: SearchOptions, model: str, started: datetime, wall_s: float,
-                status: str) -> None:
+def _record_run(url: str, opts: SearchOptions, model: str, buckets: Sequence[Bucket],
+                started: datetime, wall_s: float, status: str) -> None:
     from autotune.fingerprint import machine
     from autotune.storage.runs import record_run
 
@@ -271,7 +284,7 @@ def _record_run(url: str, opts: SearchOptions, model: str, started: datetime, wa
                status, {"trials": opts.trials, "compose_trials": opts.compose_trials,
                         "sampler": opts.sampler, "seed": opts.seed,
                         "max_rel_error": opts.max_rel_error, "ops": list(opts.ops),
-                        "buckets": [b.label for b in opts.buckets], "lengths": opts.lengths,
+                        "buckets": [b.label for b in buckets], "lengths": opts.lengths,
                         "time_per_trial": opts.time_per_trial, "warm_start": opts.warm_start,
                         "local_every": opts.local_every,
                         "recombine_every": opts.recombine_every,

@@ -221,6 +221,23 @@ def op_flops(kind: str, shapes: dict[str, list[int]]) -> float:
     return 0.0
 
 
+#: Batch sizes and sequence lengths of the shape buckets when only one of the two is given.
+DEFAULT_BATCH_SIZES = (1, 8)
+DEFAULT_SEQ_LEN = 128
+
+
+def default_buckets(arch: BertArch) -> list[Bucket]:
+    """The shapes a default search tunes, smallest first: what production sends is batches of
+    1-32 inputs of 16 tokens up to the model's maximum, and a shape no bucket covers runs the
+    nearest bucket's choice. Token-wise GEMMs see 32, 128, 1,024 and 4,096 rows (every call
+    of 16-16,384 rows within 4x of one); attention sees sequences of 32, 128 and the maximum
+    (512 for BERT) at batch 1 and 8."""
+    top = arch.max_position_embeddings
+    short, mid, long = min(32, top), min(DEFAULT_SEQ_LEN, top), min(512, top)
+    pairs = [(1, short), (1, mid), (8, mid), (8, long)]
+    return [Bucket(b, s) for b, s in sorted(set(pairs), key=lambda p: (p[0] * p[1], p[0]))]
+
+
 def workload(arch: BertArch, buckets: list[Bucket]) -> list[OpInstance]:
     """Every operator kind of one forward pass, per bucket, with shapes and call counts."""
     h, i, n_layers = arch.hidden_size, arch.intermediate_size, arch.num_hidden_layers

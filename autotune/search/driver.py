@@ -20,7 +20,18 @@ from optuna.trial import TrialState
 
 from autotune.errors import UserError
 from autotune.measure import MeasureResult, MeasureTask, MeasureWorker
-from autotune.models.bert import OP_KINDS, Bucket, OpInstance, ResolvedModel, workload
+from autotune.models.bert import (
+    DEFAULT_BATCH_SIZES,
+    DEFAULT_SEQ_LEN,
+    OP_KINDS,
+    BertArch,
+    Bucket,
+    OpInstance,
+    ResolvedModel,
+    default_buckets,
+    op_cost,
+    workload,
+)
 from autotune.search.keys import StudyIdentity, config_key
 from autotune.search.loop import LoopPolicy, run_trials, warm_configs
 from autotune.search.samplers import (
@@ -38,6 +49,13 @@ from autotune.storage.results import FINISHED, feasible, params_key, ranked_conf
 
 COPIES_CAP = 8  # weight copies rotated per op: enough to defeat caches, bounded in memory
 WARM_K = 3  # best configs taken from each neighbouring bucket's study
+# The budget goes where the time goes: a study warm-started from its neighbouring buckets'
+# best configs stops once this many new configs bring no new best (unless --patience says
+# otherwise), and an op kind with under 1% of its bucket's forward FLOPs (embeddings, pooler)
+# gets at most 8 trials.
+WARM_PATIENCE = 8
+CHEAP_SHARE = 0.01
+CHEAP_TRIALS = 8
 
 
 @dataclass
@@ -45,8 +63,8 @@ class SearchOptions:
     model: str = "bert-base-uncased"
     device: str = "cpu"
     ops: tuple[str, ...] = OP_KINDS
-    batch_sizes: tuple[int, ...] = (1, 8)
-    seq_lens: tuple[int, ...] = (128,)
+    batch_sizes: tuple[int, ...] = ()  # with seq_lens: their product; neither: the default
+    seq_lens: tuple[int, ...] = ()  # buckets (models.bert.default_buckets)
     trials: int = 20
     timeout: float | None = None
     sampler: str = "tpe"
@@ -68,9 +86,11 @@ class SearchOptions:
     lengths: str = "fixed"  # sequence-length mix the model-level study is judged on
     preload: tuple[str, ...] = ()  # extra variant modules for the worker (tests, plugins)
 
-    @property
-    def buckets(self) -> list[Bucket]:
-        return [Bucket(b, s) for b in self.batch_sizes for s in self.seq_lens]
+    def buckets(self, arch: BertArch) -> list[Bucket]:
+        if not self.batch_sizes and not self.seq_lens:
+            return default_buckets(arch)
+        return [Bucket(b, s) for b in self.batch_sizes or DEFAULT_BATCH_SIZES
+                for s in self.seq_lens or (min(DEFAULT_SEQ_LEN, arch.max_position_embeddings),)]
 
 
 @dataclass
@@ -88,12 +108,20 @@ def check_spaces(opts: SearchOptions, resolved: ResolvedModel) -> None:
     """Fail before anything is written if a space leaves some op instance no legal config
     (its constraints exclude every one), rather than spending the budget on pruned trials."""
     spaces = load_spaces(opts.spaces_dir, opts.device, opts.ops)
-    for inst in workload(resolved.arch, opts.buckets):
+    for inst in workload(resolved.arch, opts.buckets(resolved.arch)):
         if inst.kind in opts.ops and not any(True for _ in spaces[inst.kind].configs(
                 space_context(inst.kind, resolved.arch, inst.bucket, opts.device))):
             raise UserError(f"{opts.spaces_dir / opts.device / inst.kind}.yaml: the "
                             f"constraints exclude every config for {inst.kind} "
                             f"{inst.bucket.label}")
+
+
+def _time_shares(arch: BertArch, buckets: list[Bucket]) -> dict[tuple[str, Bucket], float]:
+    """Each op kind's share of its bucket's forward FLOPs (calls x FLOPs per call)."""
+    flops = {(i.kind, i.bucket): i.count * op_cost(i.kind, arch, i.bucket)[0]
+             for i in workload(arch, buckets)}
+    total = {b: sum(f for (_, bb), f in flops.items() if bb == b) for b in buckets}
+    return {key: f / total[key[1]] for key, f in flops.items()}
 
 
 class Searcher:
@@ -106,7 +134,9 @@ class Searcher:
         self.progress = progress or (lambda desc, n: None)
         self.say: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr)
         self.spaces = load_spaces(opts.spaces_dir, opts.device, opts.ops)
-        self.instances = [i for i in workload(resolved.arch, opts.buckets) if i.kind in opts.ops]
+        self.buckets = opts.buckets(resolved.arch)
+        self.instances = [i for i in workload(resolved.arch, self.buckets) if i.kind in opts.ops]
+        self.share = _time_shares(resolved.arch, self.buckets)
         self.url = prepare_url(opts.storage)
         # Trials are reported by the progress bar and the summary, not by Optuna's log lines.
         optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -115,6 +145,12 @@ class Searcher:
         self.worker = MeasureWorker(opts.preload)
         self.deadline = None if opts.timeout is None else time.monotonic() + opts.timeout
         self.stop_requested = False  # set by a signal handler: finish cleanly, soon
+
+    def trials(self, kind: str, bucket: Bucket) -> int:
+        """The trial budget of one study (see CHEAP_SHARE)."""
+        if self.share.get((kind, bucket), 1.0) < CHEAP_SHARE:
+            return min(self.opts.trials, CHEAP_TRIALS)
+        return self.opts.trials
 
     def identity(self, inst: OpInstance) -> StudyIdentity:
         return StudyIdentity(self.resolved.name, self.resolved.arch, inst.kind, inst.bucket,
@@ -135,7 +171,8 @@ class Searcher:
     # -- one study -------------------------------------------------------------------------
 
     def open_study(self, ident: StudyIdentity) -> optuna.Study:
-        sampler = make_sampler(self.opts.sampler, self.opts.seed, self.opts.trials)
+        sampler = make_sampler(self.opts.sampler, self.opts.seed, self.trials(ident.kind,
+                                                                              ident.bucket))
         study = optuna.create_study(study_name=ident.name, storage=self.storage,
                                     direction="minimize", sampler=sampler, load_if_exists=True)
         if study.user_attrs.get("key") != ident.key:
@@ -182,11 +219,12 @@ class Searcher:
         desc = f"{inst.kind} {inst.bucket.label}"
         done = {params_key(t.params) for t in study.get_trials(deepcopy=False)
                 if t.state in FINISHED}
-        self.progress(desc, min(len(done), self.opts.trials))
+        trials = self.trials(inst.kind, inst.bucket)
+        self.progress(desc, min(len(done), trials))
 
         # Workers sharing a database split the budget through claims (see storage.claims).
         claims = None if self.url.startswith("sqlite") else Claims(
-            self.url, ident.key, self.opts.trials, worker_id())
+            self.url, ident.key, trials, worker_id())
         live = Liveness(study, self.storage)
 
         def measure(params: Params, trial: optuna.Trial) -> tuple[MeasureResult, bool] | str:
@@ -214,8 +252,10 @@ class Searcher:
         # Another worker's trial lasts at most a measurement (with a worker restart) unless
         # that worker hangs; a dead one is found within the grace period.
         wait_limit = 2 * self.opts.trial_timeout + 4 * live.grace + 60
-        policy = LoopPolicy(self.opts.trials, self.opts.sampler, self.opts.seed,
-                            self.opts.max_rel_error, self.warm_start(inst), self.opts.patience,
+        warm = self.warm_start(inst)
+        patience = self.opts.patience or (WARM_PATIENCE if warm else None)
+        policy = LoopPolicy(trials, self.opts.sampler, self.opts.seed,
+                            self.opts.max_rel_error, warm, patience,
                             self.opts.local_every, wait_limit,
                             recombine_every=self.opts.recombine_every,
                             evolve_after=self.opts.evolve_after)
@@ -300,7 +340,7 @@ class Searcher:
         state, source = load_state(self.resolved)
         say(f"model-level study: {self.opts.compose_trials} compositions on {source}, "
             f"lengths {self.opts.lengths}")
-        composer = Composer(self.resolved, state, candidates, self.opts.buckets,
+        composer = Composer(self.resolved, state, candidates, self.buckets,
                             self.opts.lengths, tol, self.opts.device,
                             seconds=2 * self.opts.time_per_trial)
         return run_composition(self.storage, composer, self.opts.compose_trials,

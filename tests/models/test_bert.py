@@ -13,6 +13,7 @@ from autotune.models.bert import (
     OP_KINDS,
     BertArch,
     Bucket,
+    default_buckets,
     resolve_model,
     workload,
 )
@@ -32,6 +33,21 @@ def test_workload_covers_every_kind_with_counts_and_shapes() -> None:
     assert by[("ffn_down", 8)].flops() == 2 * 1024 * 768 * 3072
     large = workload(KNOWN_ARCHITECTURES["bert-large-uncased"], [Bucket(2, 64)])
     assert {i.count for i in large if i.kind == "ffn_up"} == {24}
+
+
+def test_default_buckets_cover_what_production_sends() -> None:
+    """Batches of 1-32 inputs, 16 tokens up to the maximum: every call's rows within 4x of a
+    bucket's, every attention sequence within 2x of a bucket's at batch 1 or 8."""
+    base = KNOWN_ARCHITECTURES["bert-base-uncased"]
+    buckets = default_buckets(base)
+    assert [b.label for b in buckets] == ["b1s32", "b1s128", "b8s128", "b8s512"]
+    rows = [b.batch * b.seq for b in buckets]
+    for batch in (1, 2, 4, 8, 16, 32):
+        for seq in (16, 24, 64, 100, 200, 384, 512):
+            assert min(max(r, batch * seq) / min(r, batch * seq) for r in rows) <= 4
+            assert min(max(b.seq, seq) / min(b.seq, seq) for b in buckets) <= 2
+    short = BertArch(**{**base.to_dict(), "max_position_embeddings": 64})
+    assert [b.label for b in default_buckets(short)] == ["b1s32", "b1s64", "b8s64"]
 
 
 def test_sequence_longer_than_positions_is_refused() -> None:

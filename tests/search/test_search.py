@@ -227,14 +227,14 @@ def test_remeasured_slower_than_the_reference_ships_the_reference_config(
         tmp_path: Path, tiny_model_dir: Path) -> None:
     """The search found configs 2x faster; re-measured they are 2x slower than the reference:
     the study's final choice (what export ships) is the reference's own config."""
-    from autotune.models.bert import resolve_model, workload
+    from autotune.models.bert import resolve_model
     from autotune.search.driver import Searcher
     from autotune.search.loop import tell
     from autotune.search.objective import suggest
 
     opts = _opts(tmp_path, tiny_model_dir, ops=("pooler",), top_k=2)  # the two tuned ones
     searcher = Searcher(opts, resolve_model(opts.model))
-    inst = next(i for i in workload(searcher.resolved.arch, opts.buckets) if i.kind == "pooler")
+    inst = next(i for i in searcher.instances if i.kind == "pooler")
     baseline = searcher.spaces["pooler"].baseline
     assert baseline is not None
     searcher.worker.close()
@@ -254,3 +254,39 @@ def test_remeasured_slower_than_the_reference_ships_the_reference_config(
     assert final is not None and final["slower_than_reference"]
     assert final["params"] == baseline and final["cand_ms"] == 1.0
     assert ranked_configs(study, opts.max_rel_error, 1)[0]["params"] == baseline
+
+
+def test_default_buckets_and_where_the_trials_go(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """Given neither --batch-sizes nor --seq-lens, the default buckets; one of them narrows
+    the other's default; cheap op kinds (embeddings, pooler) get at most 8 trials."""
+    from autotune.models.bert import default_buckets, resolve_model
+    from autotune.search.driver import CHEAP_TRIALS, Searcher
+
+    arch = resolve_model(str(tiny_model_dir)).arch
+    opts = _opts(tmp_path, tiny_model_dir, batch_sizes=(), seq_lens=(), trials=12,
+                 ops=("embeddings", "ffn_up", "pooler"))
+    assert opts.buckets(arch) == default_buckets(arch)
+    assert [b.label for b in _opts(tmp_path, tiny_model_dir, batch_sizes=(4,),
+                                   seq_lens=()).buckets(arch)] == ["b4s64"]  # its maximum
+    assert [b.label for b in _opts(tmp_path, tiny_model_dir, batch_sizes=(),
+                                   seq_lens=(16,)).buckets(arch)] == ["b1s16", "b8s16"]
+    searcher = Searcher(opts, resolve_model(opts.model))
+    try:
+        budget = {(i.kind, i.bucket.label): searcher.trials(i.kind, i.bucket)
+                  for i in searcher.instances}
+    finally:
+        searcher.close()
+    assert {k for k, _ in budget} == {"embeddings", "ffn_up", "pooler"}
+    for (kind, _), n in budget.items():
+        assert n == (12 if kind == "ffn_up" else CHEAP_TRIALS), kind
+
+
+def test_warm_started_studies_stop_once_they_stop_improving(tmp_path: Path,
+                                                            tiny_model_dir: Path) -> None:
+    """The second bucket starts from the first one's best configs and, with no --patience
+    given, stops after 8 new configs without a new best instead of spending all 40."""
+    opts = _opts(tmp_path, tiny_model_dir, ops=("ffn_up",), batch_sizes=(1, 2), trials=40)
+    _run(opts, tmp_path / "tuned.json")
+    first, second = sorted(_studies(opts), key=lambda s: s.user_attrs["batch"])
+    assert len(_distinct(first)) == 40
+    assert len(_distinct(second)) < 40
