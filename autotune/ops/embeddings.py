@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from autotune.kernels.cpu import with_threads
+from autotune.kernels.derived import derived
 from autotune.models.bert import BertArch, Bucket
 from autotune.ops import common, cuda
 from autotune.ops.registry import OpFn, OpSpec, Tensors, precision_dtype, register_op, variant
@@ -51,7 +52,10 @@ register_op(OpSpec("embeddings", make_weights, make_inputs, reference))
 
 
 def _tables(w: Tensors, dtype: torch.dtype) -> Tensors:
-    return {k: v.to(dtype).contiguous() for k, v in w.items()}
+    def cast(v: torch.Tensor) -> torch.Tensor:
+        return derived((v,), ("cast", dtype), lambda: v.to(dtype).contiguous())
+
+    return {k: cast(v) for k, v in w.items()}
 
 
 @variant("embeddings", "eager")
@@ -75,8 +79,9 @@ def _fused_tables(w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Bu
     dtype = precision_dtype(p)
     t = _tables(w, dtype)
     h, eps, n_pos = arch.hidden_size, arch.layer_norm_eps, arch.max_position_embeddings
-    pos_type = (w["token_type"][:, None, :] + w["position"][None, :, :]).reshape(-1, h)
-    pos_type = pos_type.to(dtype).contiguous()
+    pos_type = derived((w["token_type"], w["position"]), ("pos_type", dtype), lambda: (
+        w["token_type"][:, None, :] + w["position"][None, :, :]).reshape(-1, h).to(dtype)
+        .contiguous())
 
     def run(inp: Tensors) -> torch.Tensor:
         ids, types = inp["input_ids"], inp["token_type_ids"]

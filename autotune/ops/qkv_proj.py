@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from autotune.kernels.cpu import with_threads
+from autotune.kernels.derived import derived
 from autotune.models.bert import BertArch, Bucket
 from autotune.ops import common, cuda
 from autotune.ops.registry import OpFn, OpSpec, Output, Tensors, register_op, variant
@@ -41,8 +42,10 @@ register_op(OpSpec("qkv_proj", make_weights, make_inputs, reference))
 
 
 def _fused(w: Tensors) -> Tensors:
-    return {"weight": torch.cat([w[f"{n}_weight"] for n in NAMES]),
-            "bias": torch.cat([w[f"{n}_bias"] for n in NAMES])}
+    """Q, K and V stacked into one GEMM's weights (one copy, shared by every bucket)."""
+    parts = tuple(w[f"{n}_{kind}"] for kind in ("weight", "bias") for n in NAMES)
+    return derived(parts, "qkv_fused", lambda: {
+        "weight": torch.cat(parts[:3]), "bias": torch.cat(parts[3:])})
 
 
 def _heads_of_fused(y: torch.Tensor, arch: BertArch) -> tuple[torch.Tensor, ...]:

@@ -122,11 +122,11 @@ class Composer:
 
         if self.on == "cuda":
             stats = time_many_cuda({"cand": [run_all(model)], "anchor": [run_all(self.anchor)]},
-                                   budget_s=self.seconds, min_rounds=3, max_rounds=50)
+                                   budget_s=self.seconds, min_rounds=2, max_rounds=50)
         else:
             stats = time_many({"cand": ([run_all(model)], 0),
                                "anchor": ([run_all(self.anchor)], 0)},
-                              budget_s=self.seconds, min_rounds=3, max_rounds=50)
+                              budget_s=self.seconds, min_rounds=2, max_rounds=50)
         return {"ratio": stats["cand"].median_ms / stats["anchor"].median_ms,
                 "ms": stats["cand"].median_ms, "anchor_ms": stats["anchor"].median_ms,
                 "rel_error": rel, "pooler_cos": cos}

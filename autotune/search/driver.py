@@ -75,7 +75,7 @@ class SearchOptions:
     trial_timeout: float = 120.0
     time_per_trial: float = 1.0
     top_k: int = 3
-    compose_trials: int = 10  # model-level study after the per-op ones (0: none)
+    compose_trials: int = 6  # model-level study after the per-op ones (0: none)
     warm_start: bool = True  # try other buckets' best configs of the same op kind early
     patience: int | None = None  # stop a study after this many configs without a new best
     local_every: int = DEFAULT_LOCAL_EVERY  # hill-climbing step every n-th new config

@@ -294,3 +294,30 @@ def test_concurrent_callers_get_what_sequential_calls_give(
     for i, (out, ref) in enumerate(zip(got, expected, strict=True)):
         assert out is not None and torch.equal(out, ref), (i, shapes[i % len(shapes)])
     assert len(builds) == len(shared._built) == len(sequential._built)  # each op built once
+
+
+def test_weights_are_held_once_whatever_the_number_of_buckets() -> None:
+    """Every bucket's ops share one copy of each weight per layout (here bfloat16): a model
+    tuned at four buckets holds no more than one tuned at one, after calls at every bucket."""
+    import gc
+
+    from autotune.kernels.derived import held_bytes
+
+    hf = _hf()
+
+    def held(buckets: list[tuple[int, int]]) -> int:
+        state = {k: v.clone() for k, v in hf.state_dict().items()}  # weights of its own
+        gc.collect()
+        before = held_bytes()
+        model = TunedBert(TINY, state, parse_config(
+            make_config(TINY, choices(BF16_GEMM, "bfloat16"), buckets)))
+        for b, s in buckets:
+            model(**_inputs(batch=b, seq=s))
+        assert {bucket for _, _, bucket in model._built} == {Bucket(*b) for b in buckets}
+        return held_bytes() - before
+
+    one, four = held([(2, 16)]), held([(2, 8), (2, 16), (4, 16), (8, 32)])
+    layers = sum(v.numel() for k, v in hf.state_dict().items()
+                 if k.startswith("encoder.") and k.endswith(".weight") and "LayerNorm" not in k)
+    assert one >= 2 * layers  # the GEMM weights in bfloat16, at least
+    assert four == one

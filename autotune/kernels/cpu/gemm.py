@@ -11,9 +11,12 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from autotune.kernels.derived import derived
 
 IMPLS = ("aten", "aten_t", "mkl_packed", "onednn_packed")
 EPILOGUES = ("none", "gelu_erf", "gelu_tanh", "tanh", "add")
@@ -55,12 +58,12 @@ def _dense_2d(
     rows: int, epilogue: str, fuse_epilogue: bool,
 ) -> Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]:
     """A function of 2-D ``x`` (and 2-D ``other``) for one GEMM implementation."""
-    w = weight.detach().to(dtype).contiguous()
-    b = None if bias is None else bias.detach().to(dtype).contiguous()
+    w = _cast(weight, dtype)
+    b = None if bias is None else _cast(bias, dtype)
     if impl == "aten":
         return lambda x, o: _epilogue(F.linear(x, w, b), epilogue, o)
     if impl == "aten_t":
-        wt = w.t().contiguous()  # (K, N): the other weight orientation
+        wt = derived((weight,), ("t", dtype), lambda: w.t().contiguous())  # (K, N)
         if b is None:
             return lambda x, o: _epilogue(x @ wt, epilogue, o)
 
@@ -73,11 +76,13 @@ def _dense_2d(
     if impl == "mkl_packed":
         if dtype != torch.float32:
             raise ValueError("mkl_packed supports float32 only")
-        packed = torch.ops.mkl._mkl_reorder_linear_weight(w, rows)
+        packed = derived((weight,), ("mkl", rows),
+                         lambda: torch.ops.mkl._mkl_reorder_linear_weight(w, rows))
         return lambda x, o: _epilogue(
             torch.ops.mkl._mkl_linear(x, packed, w, b, rows), epilogue, o)
     if impl == "onednn_packed":
-        packed = torch.ops.mkldnn._reorder_linear_weight(w, rows)
+        packed = derived((weight,), ("onednn", dtype, rows),
+                         lambda: torch.ops.mkldnn._reorder_linear_weight(w, rows))
         if fuse_epilogue and epilogue == "add":
             return lambda x, o: torch.ops.mkldnn._linear_pointwise.binary(x, o, packed, b, "add")
         if fuse_epilogue and epilogue in _ONEDNN_POST_OPS:
@@ -87,6 +92,12 @@ def _dense_2d(
         return lambda x, o: _epilogue(
             torch.ops.mkldnn._linear_pointwise(x, packed, b, "none", [], ""), epilogue, o)
     raise ValueError(f"unknown GEMM impl {impl!r}")
+
+
+def _cast(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    if t.dtype == dtype and t.is_contiguous():
+        return t.detach()
+    return derived((t,), ("cast", dtype), lambda: t.detach().to(dtype).contiguous())
 
 
 def _quantize_weight(w: torch.Tensor, per_channel: bool) -> torch.Tensor:
@@ -107,12 +118,16 @@ def _int8_dynamic_2d(
     if qengine not in torch.backends.quantized.supported_engines:
         raise ValueError(f"quantized engine {qengine!r} is not available in this torch build")
     torch.backends.quantized.engine = qengine
-    with warnings.catch_warnings():  # quantized tensor creation is deprecated but still works
-        warnings.simplefilter("ignore")
-        packed = torch.ops.quantized.linear_prepack(
-            _quantize_weight(weight, per_channel),
-            None if bias is None else bias.detach().float(),
-        )
+    def prepack() -> Any:
+        with warnings.catch_warnings():  # quantized tensor creation is deprecated but works
+            warnings.simplefilter("ignore")
+            return torch.ops.quantized.linear_prepack(
+                _quantize_weight(weight, per_channel),
+                None if bias is None else bias.detach().float(),
+            )
+
+    sources = (weight,) if bias is None else (weight, bias)
+    packed = derived(sources, ("int8", qengine, per_channel), prepack)
 
     def run(x: torch.Tensor, o: torch.Tensor | None) -> torch.Tensor:
         # The engine is process-wide state; another layer may have switched it.
