@@ -114,7 +114,7 @@ def main() -> None:
                    "lengths), a file with one length per line, or a text file with one input "
                    "per line (tokenized with the model's tokenizer: real ids, real lengths). "
                    "Each batch is padded to its longest input, as HF tokenizers do.")
-@click.option("--compose-trials", type=click.IntRange(min=0), default=6, show_default=True,
+@click.option("--compose-trials", type=click.IntRange(min=0), default=4, show_default=True,
               help="Trials of the model-level study that composes per-op configs and "
                    "layouts (0 skips it; it needs every op kind).")
 @click.option("--local-search/--no-local-search", default=True, show_default=True,

@@ -53,7 +53,7 @@ WARM_K = 3  # best configs taken from each neighbouring bucket's study
 # best configs stops once this many new configs bring no new best (unless --patience says
 # otherwise), and an op kind with under 1% of its bucket's forward FLOPs (embeddings, pooler)
 # gets at most 8 trials.
-WARM_PATIENCE = 8
+WARM_PATIENCE = 6
 CHEAP_SHARE = 0.01
 CHEAP_TRIALS = 8
 
@@ -75,7 +75,7 @@ class SearchOptions:
     trial_timeout: float = 120.0
     time_per_trial: float = 1.0
     top_k: int = 3
-    compose_trials: int = 6  # model-level study after the per-op ones (0: none)
+    compose_trials: int = 4  # model-level study after the per-op ones (0: none)
     warm_start: bool = True  # try other buckets' best configs of the same op kind early
     patience: int | None = None  # stop a study after this many configs without a new best
     local_every: int = DEFAULT_LOCAL_EVERY  # hill-climbing step every n-th new config
