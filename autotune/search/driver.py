@@ -52,10 +52,10 @@ WARM_K = 3  # best configs taken from each neighbouring bucket's study
 # The budget goes where the time goes: a study warm-started from its neighbouring buckets'
 # best configs stops once this many new configs bring no new best (unless --patience says
 # otherwise), and an op kind with under 1% of its bucket's forward FLOPs (embeddings, pooler)
-# gets at most 8 trials.
-WARM_PATIENCE = 6
+# gets at most 6 trials.
+WARM_PATIENCE = 8
 CHEAP_SHARE = 0.01
-CHEAP_TRIALS = 8
+CHEAP_TRIALS = 6
 
 
 @dataclass

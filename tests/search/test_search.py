@@ -284,7 +284,7 @@ def test_default_buckets_and_where_the_trials_go(tmp_path: Path, tiny_model_dir:
 def test_warm_started_studies_stop_once_they_stop_improving(tmp_path: Path,
                                                             tiny_model_dir: Path) -> None:
     """The second bucket starts from the first one's best configs and, with no --patience
-    given, stops after 6 new configs without a new best instead of spending all 40."""
+    given, stops after 8 new configs without a new best instead of spending all 40."""
     opts = _opts(tmp_path, tiny_model_dir, ops=("ffn_up",), batch_sizes=(1, 2), trials=40)
     _run(opts, tmp_path / "tuned.json")
     first, second = sorted(_studies(opts), key=lambda s: s.user_attrs["batch"])
