@@ -23,7 +23,7 @@ def derived(sources: tuple[torch.Tensor, ...], layout: Hashable, make: Callable[
     """``make()``, or what it returned before for the same ``sources`` (the very tensor
     objects, unmodified since) and ``layout``. An entry goes when any of its sources is freed,
     so a tensor id reused later never finds another tensor's copy."""
-    key = (tuple(id(s) for s in sources), tuple(s._version for s in sources), layout)
+    key = (tuple(id(s) for s in sources), tuple(_version(s) for s in sources), layout)
     with _lock:
         if key in _cache:
             return _cache[key]
@@ -35,6 +35,11 @@ def derived(sources: tuple[torch.Tensor, ...], layout: Hashable, make: Callable[
     for s in sources:
         weakref.finalize(s, _forget, key)
     return value
+
+
+def _version(t: torch.Tensor) -> int:
+    """In-place changes bump a tensor's version; inference tensors cannot change in place."""
+    return 0 if t.is_inference() else t._version
 
 
 def _forget(key: tuple[Hashable, ...]) -> None:

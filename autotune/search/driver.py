@@ -51,8 +51,8 @@ COPIES_CAP = 8  # weight copies rotated per op: enough to defeat caches, bounded
 WARM_K = 3  # best configs taken from each neighbouring bucket's study
 # The budget goes where the time goes: a study warm-started from its neighbouring buckets'
 # best configs stops once this many new configs bring no new best (unless --patience says
-# otherwise), and an op kind with under 1% of its bucket's forward FLOPs (embeddings, pooler)
-# gets at most 6 trials.
+# otherwise), and in the default workload an op kind with under 1% of its bucket's forward
+# FLOPs (embeddings, pooler) gets at most 6 trials. A grid search runs every config.
 WARM_PATIENCE = 8
 CHEAP_SHARE = 0.01
 CHEAP_TRIALS = 6
@@ -147,8 +147,11 @@ class Searcher:
         self.stop_requested = False  # set by a signal handler: finish cleanly, soon
 
     def trials(self, kind: str, bucket: Bucket) -> int:
-        """The trial budget of one study (see CHEAP_SHARE)."""
-        if self.share.get((kind, bucket), 1.0) < CHEAP_SHARE:
+        """The trial budget of one study: ``--trials``, less for cheap op kinds in the
+        default workload (see CHEAP_SHARE); buckets or a grid asked for get what they ask."""
+        default = not self.opts.batch_sizes and not self.opts.seq_lens
+        if default and self.opts.sampler != "grid" \
+                and self.share.get((kind, bucket), 1.0) < CHEAP_SHARE:
             return min(self.opts.trials, CHEAP_TRIALS)
         return self.opts.trials
 
@@ -253,7 +256,8 @@ class Searcher:
         # that worker hangs; a dead one is found within the grace period.
         wait_limit = 2 * self.opts.trial_timeout + 4 * live.grace + 60
         warm = self.warm_start(inst)
-        patience = self.opts.patience or (WARM_PATIENCE if warm else None)
+        patience = self.opts.patience or (
+            WARM_PATIENCE if warm and self.opts.sampler != "grid" else None)
         policy = LoopPolicy(trials, self.opts.sampler, self.opts.seed,
                             self.opts.max_rel_error, warm, patience,
                             self.opts.local_every, wait_limit,
