@@ -169,11 +169,6 @@ def search(model: str, device: str, ops: tuple[str, ...], batch_sizes: tuple[int
         evolve_after=DEFAULT_EVOLVE_AFTER if local_search else 0, wait=wait,
         heartbeat=heartbeat,
     )
-    from autotune.bench.lengths import parse_lengths
-    from autotune.models.bert import resolve_model
-
-    resolved = resolve_model(model)  # a bad --lengths fails now, not after the studies
-    parse_lengths(lengths, resolved.path or resolved.name, resolved.arch.max_position_embeddings)
     console = Console(stderr=True)
     if not console.is_terminal:
         console.width = max(console.width, 160)  # logs: keep table rows on one line
@@ -203,6 +198,7 @@ def run_search(opts: SearchOptions, output: Path | None, console: Console,
                preload: Sequence[str] = ()) -> int:
     """Run the search with a progress bar, print the summary, export. Returns the exit code.
     On SQLite, only while no other search writes the same file (see ``storage.lock``)."""
+    from autotune.bench.lengths import parse_lengths
     from autotune.models.bert import resolve_model
     from autotune.search.driver import check_spaces
     from autotune.storage import prepare_url
@@ -211,6 +207,8 @@ def run_search(opts: SearchOptions, output: Path | None, console: Console,
     started, t0 = datetime.now(UTC), time.monotonic()
     resolved = resolve_model(opts.model)
     check_spaces(opts, resolved)  # bad input: one line, nothing written
+    parse_lengths(opts.lengths, resolved.path or resolved.name,  # not after the studies
+                  resolved.arch.max_position_embeddings)
     url = prepare_url(opts.storage)
     with writer_lock(url, opts.wait, lambda msg: console.print(f"[yellow]{msg}[/]")):
         return _run_search(opts, resolved, output, console, preload, started, t0)

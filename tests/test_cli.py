@@ -27,6 +27,7 @@ from autotune.cli import main
         (["--max-rel-error", "0"], "--max-rel-error"),
         (["--model", "./no/such/dir"], "no such directory"),
         (["--model", "/"], "no config.json"),
+        (["--lengths", "no/such/file"], "expected fixed, LO..HI"),
     ],
 )
 def test_bad_flags(args: list[str], message: str, tmp_path: Path) -> None:

@@ -86,8 +86,13 @@ class SearchOptions:
     lengths: str = "fixed"  # sequence-length mix the model-level study is judged on
     preload: tuple[str, ...] = ()  # extra variant modules for the worker (tests, plugins)
 
+    @property
+    def default_workload(self) -> bool:
+        """Neither --batch-sizes nor --seq-lens given."""
+        return not self.batch_sizes and not self.seq_lens
+
     def buckets(self, arch: BertArch) -> list[Bucket]:
-        if not self.batch_sizes and not self.seq_lens:
+        if self.default_workload:
             return default_buckets(arch)
         return [Bucket(b, s) for b in self.batch_sizes or DEFAULT_BATCH_SIZES
                 for s in self.seq_lens or (min(DEFAULT_SEQ_LEN, arch.max_position_embeddings),)]
@@ -149,8 +154,7 @@ class Searcher:
     def trials(self, kind: str, bucket: Bucket) -> int:
         """The trial budget of one study: ``--trials``, less for cheap op kinds in the
         default workload (see CHEAP_SHARE); buckets or a grid asked for get what they ask."""
-        default = not self.opts.batch_sizes and not self.opts.seq_lens
-        if default and self.opts.sampler != "grid" \
+        if self.opts.default_workload and self.opts.sampler != "grid" \
                 and self.share.get((kind, bucket), 1.0) < CHEAP_SHARE:
             return min(self.opts.trials, CHEAP_TRIALS)
         return self.opts.trials
@@ -304,7 +308,11 @@ class Searcher:
         best = min(candidates, key=lambda c: c["cand_ms"] / c["ref_ms"])
         slower = best["cand_ms"] > best["ref_ms"]
         if slower:  # never ship what re-measured slower than the reference: ship its config
-            best = self.reference_config(study, inst) or best
+            base = self.spaces[inst.kind].baseline
+            remeasured = next((c for c in candidates
+                               if base is not None and params_key(c["params"]) == params_key(base)),
+                              None)
+            best = remeasured or self.reference_config(study, inst) or best
         final = {"trials": numbers, "max_rel_error": tol, "remeasured": len(candidates),
                  **({"slower_than_reference": True} if slower else {}),
                  **{k: best.get(k) for k in ("trial", "params", "rel_error", "cand_ms",
