@@ -45,6 +45,19 @@ def _int_list(ctx: click.Context, param: click.Parameter, value: str) -> tuple[i
     return tuple(sorted(set(items)))
 
 
+def _shapes(ctx: click.Context, param: click.Parameter, value: str) -> tuple[Bucket, ...]:
+    from autotune.models.bert import Bucket
+
+    out = []
+    for item in (v.strip() for v in value.split(",") if v.strip()):
+        b, _, s = item.lower().partition("x")
+        if not (b.isdigit() and s.isdigit() and int(b) > 0 and int(s) > 0):
+            raise click.BadParameter(f"{item!r} is not BATCHxLENGTH with positive integers "
+                                     "(e.g. 8x128)")
+        out.append(Bucket(int(b), int(s)))
+    return tuple(dict.fromkeys(out))
+
+
 def _optional_int_list(ctx: click.Context, param: click.Parameter, value: str,
                        ) -> tuple[int, ...]:
     return _int_list(ctx, param, value) if value.strip() else ()
@@ -388,9 +401,14 @@ def _peers(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str,
 @click.option("--config", "config_path", required=True,
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Tuned config written by `autotune search` / `autotune export`.")
-@click.option("--batch-sizes", default="1,8", show_default=True, callback=_int_list)
-@click.option("--seq-lens", default="128", show_default=True, callback=_int_list,
-              help="Padded sequence lengths.")
+@click.option("--shapes", default="", callback=_shapes, metavar="BxS,...",
+              help="Shapes to time, e.g. 1x16,3x77,32x512 (batch x padded length). Default: "
+                   "a grid spanning the config's buckets (3 batch sizes x 4 lengths from 16 "
+                   "to its longest, most of them no bucket).")
+@click.option("--batch-sizes", default="", callback=_optional_int_list,
+              help="Instead of --shapes: every pair of these batch sizes and --seq-lens.")
+@click.option("--seq-lens", default="", callback=_optional_int_list,
+              help="Instead of --shapes: padded lengths (alone: with batch sizes 1 and 8).")
 @click.option("--lengths", default="fixed", show_default=True,
               help="Inputs of each batch: fixed, LO..HI (uniform lengths), a file with one "
                    "length per line, or a text file with one input per line (tokenized with "
@@ -405,9 +423,10 @@ def _peers(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str,
               help="JSON results (default: next to the config, .bench.json).")
 @storage_option
 @click.option("--seed", type=int, default=0, show_default=True)
-def bench(model: str, config_path: Path, batch_sizes: tuple[int, ...],
-          seq_lens: tuple[int, ...], lengths: str, against: tuple[str, ...], seconds: float,
-          output: Path | None, storage: str | None, seed: int) -> None:
+def bench(model: str, config_path: Path, shapes: tuple[Bucket, ...],
+          batch_sizes: tuple[int, ...], seq_lens: tuple[int, ...], lengths: str,
+          against: tuple[str, ...], seconds: float, output: Path | None,
+          storage: str | None, seed: int) -> None:
     """Time the tuned model and its peers interleaved in one process, with accuracy against
     float32 HF eager and memory; print a table, write JSON, store it in the database."""
     from rich.console import Console
@@ -415,10 +434,16 @@ def bench(model: str, config_path: Path, batch_sizes: tuple[int, ...],
     from autotune import settings
     from autotune.bench.run import BenchOptions, run_bench
 
+    if shapes and (batch_sizes or seq_lens):
+        raise click.UsageError("give either --shapes or --batch-sizes/--seq-lens, not both")
+    if batch_sizes or seq_lens:
+        from autotune.models.bert import Bucket
+
+        shapes = tuple(Bucket(b, s) for b in batch_sizes or (1, 8) for s in seq_lens or (128,))
     console = Console()
     if not console.is_terminal:
         console.width = max(console.width, 140)
-    run_bench(BenchOptions(model, config_path, batch_sizes, seq_lens, lengths, against,
+    run_bench(BenchOptions(model, config_path, shapes, lengths, against,
                            seconds, settings.storage_url(storage), output, seed), console)
 
 

@@ -7,6 +7,13 @@ import ctypes
 import gc
 from pathlib import Path
 
+import torch
+
+from autotune.models.bert import BertArch
+from autotune.runtime.config import TunedConfig
+from autotune.runtime.weights import split_weights
+from autotune.storage.results import precision_of
+
 
 def _status(field: str) -> float | None:
     try:
@@ -41,3 +48,25 @@ def reset_peak() -> bool:
 
 def peak_mb() -> float | None:
     return _status("VmHWM")
+
+
+_BYTES = {"float32": 4, "tf32": 4, "bfloat16": 2, "float16": 2, "int8": 1}
+
+
+def weights_at_precisions_mb(state: dict[str, torch.Tensor], arch: BertArch,
+                             cfg: TunedConfig) -> float:
+    """What a model's weights take at the precisions its tuned choices use: each matrix once
+    per precision of its op kind's choices (float32 for a kind without one), vectors (biases,
+    LayerNorm) in float32. A tuned model holding more than this holds copies."""
+    emb, layers, pool = split_weights(state, arch)
+    per_kind: list[tuple[str, dict[str, torch.Tensor]]] = [("embeddings", emb)]
+    per_kind += [(k, w) for layer in layers for k, w in layer.items()]
+    if pool is not None:
+        per_kind.append(("pooler", pool))
+    total = 0
+    for kind, weights in per_kind:
+        sizes = {_BYTES.get(precision_of(c.all_params), 4) for c in cfg.ops.get(kind, ())} \
+            or {4}
+        for t in weights.values():
+            total += t.numel() * (sum(sizes) if t.dim() >= 2 else 4)
+    return total / 2**20

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import copy
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,13 +46,16 @@ def hf_model(base: torch.nn.Module, attn: str, dtype: torch.dtype = torch.float3
     return m
 
 
-def build_peer(name: str, base: torch.nn.Module, tmp: Path) -> Peer:
+def build_peer(name: str, base: torch.nn.Module, tmp: Path,
+               calibration: Sequence[Batch] = ()) -> Peer:
+    """``calibration``: batches for peers that calibrate static int8 scales."""
     if name == "eager":
         m = hf_model(base, "eager")
         return Peer(name, _hf_run(m), "HF BertModel, eager attention, float32", [m])
-    if name == "sdpa":
-        m = hf_model(base, "sdpa")
-        return Peer(name, _hf_run(m), "HF BertModel, SDPA attention, float32", [m])
+    if name in ("sdpa", "sdpa-bf16"):  # sdpa-bf16: the one-line model.to(torch.bfloat16)
+        dtype = torch.bfloat16 if name == "sdpa-bf16" else torch.float32
+        m = hf_model(base, "sdpa", dtype)
+        return Peer(name, _hf_run(m), f"HF BertModel, SDPA attention, {dtype}", [m])
     if name in ("compile", "compile-bf16"):
         dtype = torch.bfloat16 if name == "compile-bf16" else torch.float32
         m = hf_model(base, "sdpa", dtype)
@@ -61,8 +64,8 @@ def build_peer(name: str, base: torch.nn.Module, tmp: Path) -> Peer:
                     [m, compiled])
     if name in ("onnxruntime", "onnxruntime-int8"):
         return _onnxruntime(name, base, tmp)
-    if name in ("openvino", "openvino-bf16"):
-        return _openvino(name, base, tmp)
+    if name in ("openvino", "openvino-bf16", "openvino-int8"):
+        return _openvino(name, base, tmp, calibration)
     raise ValueError(f"unknown peer {name!r}")
 
 
@@ -123,18 +126,27 @@ def _onnx(base: torch.nn.Module, tmp: Path) -> Path:
     return raw
 
 
-def _openvino(name: str, base: torch.nn.Module, tmp: Path) -> Peer:
+def _openvino(name: str, base: torch.nn.Module, tmp: Path, calibration: Sequence[Batch],
+              ) -> Peer:
     """OpenVINO's CPU plugin on the exported graph, as a user deploys it: latency hint, the
     same thread count as every contender, float32 or bfloat16 inference precision (bf16
-    runs as f32 on a CPU without bf16 instructions, which OpenVINO decides itself)."""
+    runs as f32 on a CPU without bf16 instructions, which OpenVINO decides itself), or static
+    int8 from NNCF's post-training quantization (transformer preset, scales calibrated on
+    ``calibration``)."""
     try:
         import openvino as ov
     except ImportError:
         raise PeerUnavailable("openvino is not installed (pip install 'autotune[peers]')"
                               ) from None
-    precision = "bf16" if name == "openvino-bf16" else "f32"
+    model = ov.convert_model(str(_onnx(base, tmp)))
+    precision = {"openvino-bf16": "bf16"}.get(name, "f32")
+    note = f"OpenVINO CPU, {precision} inference precision, latency hint"
+    if name == "openvino-int8":
+        model = _nncf_int8(model, calibration)
+        note = (f"OpenVINO CPU, NNCF static int8 ({len(calibration)} calibration batches), "
+                "latency hint")
     core = ov.Core()
-    compiled = core.compile_model(ov.convert_model(str(_onnx(base, tmp))), "CPU", {
+    compiled = core.compile_model(model, "CPU", {
         "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": torch.get_num_threads(),
         "INFERENCE_PRECISION_HINT": precision})
     request = compiled.create_infer_request()
@@ -144,8 +156,19 @@ def _openvino(name: str, base: torch.nn.Module, tmp: Path) -> Peer:
         hidden, pooled = (out[compiled.output(i)] for i in range(2))
         return torch.from_numpy(hidden.copy()).float(), torch.from_numpy(pooled.copy()).float()
 
-    return Peer(name, run, f"OpenVINO CPU, {precision} inference precision, latency hint",
-                [compiled, request])
+    return Peer(name, run, note, [compiled, request])
+
+
+def _nncf_int8(model: Any, calibration: Sequence[Batch]) -> Any:
+    try:
+        import nncf
+    except ImportError:
+        raise PeerUnavailable("nncf is not installed (pip install 'autotune[peers]')") from None
+    if not calibration:
+        raise ValueError("openvino-int8 needs calibration batches")
+    data = nncf.Dataset([{k: v.numpy() for k, v in b.items()} for b in calibration])
+    return nncf.quantize(model, data, model_type=nncf.ModelType.TRANSFORMER,
+                         subset_size=len(calibration))
 
 
 class _Positional(torch.nn.Module):

@@ -17,13 +17,14 @@ from rich.table import Table
 
 from autotune.bench import PEERS
 from autotune.bench.lengths import LengthMix, make_batch, parse_lengths
-from autotune.bench.memory import peak_mb, reset_peak, rss_mb
+from autotune.bench.memory import peak_mb, reset_peak, rss_mb, weights_at_precisions_mb
 from autotune.bench.peers import Peer, PeerUnavailable, build_peer, temp_dir
+from autotune.errors import UserError
 from autotune.fingerprint import machine
 from autotune.measure.timing import time_many
 from autotune.models.bert import BertArch, Bucket, resolve_model
 from autotune.runtime.config import TunedConfig, check_fit, parse_config
-from autotune.runtime.model import TunedBert
+from autotune.runtime.model import FallbackWarning, TunedBert
 from autotune.runtime.weights import random_weights, read_checkpoint, strip_prefix
 
 
@@ -31,14 +32,34 @@ from autotune.runtime.weights import random_weights, read_checkpoint, strip_pref
 class BenchOptions:
     model: str
     config: Path
-    batch_sizes: tuple[int, ...] = (1, 8)
-    seq_lens: tuple[int, ...] = (128,)
+    shapes: tuple[Bucket, ...] = ()  # empty: ``default_shapes`` of the config
     lengths: str = "fixed"
     against: tuple[str, ...] = PEERS
     seconds: float = 10.0
     storage: str | None = None
     output: Path | None = None
     seed: int = 0
+
+
+def _geometric(lo: int, hi: int, n: int) -> list[int]:
+    """``n`` integers from ``lo`` to ``hi``, evenly spaced in log scale (duplicates dropped)."""
+    if n < 2 or lo >= hi:
+        return sorted({lo, hi})
+    return sorted({round(lo * (hi / lo) ** (i / (n - 1))) for i in range(n)})
+
+
+def default_shapes(cfg: TunedConfig, max_positions: int) -> tuple[Bucket, ...]:
+    """A grid spanning what the config was tuned for: 3 batch sizes from its smallest to its
+    largest batch, 4 sequence lengths from 16 (or its shortest, if shorter) to its longest,
+    evenly spaced in log scale, so most shapes are no bucket of the search (e.g. 1, 3, 8 x
+    16, 51, 161, 512 for the default workload)."""
+    buckets = {c.bucket for cs in cfg.ops.values() for c in cs}
+    if not buckets:
+        return (Bucket(1, min(128, max_positions)),)
+    batches = _geometric(min(b.batch for b in buckets), max(b.batch for b in buckets), 3)
+    longest = min(max(b.seq for b in buckets), max_positions)
+    seqs = _geometric(min(16, *(b.seq for b in buckets)), longest, 4)
+    return tuple(Bucket(b, s) for b in batches for s in seqs)
 
 
 def base_model(arch: BertArch, folder: Path | None) -> tuple[torch.nn.Module, str]:
@@ -68,7 +89,7 @@ def _accuracy(got: tuple[torch.Tensor, torch.Tensor], ref: tuple[torch.Tensor, t
 
 
 def _build(name: str, hf: torch.nn.Module, cfg: TunedConfig, arch: BertArch, tmp: Path,
-           ) -> tuple[Peer, float | None]:
+           calibration: list[dict[str, torch.Tensor]]) -> tuple[Peer, float | None]:
     before = rss_mb()
     if name == "tuned":
         model = TunedBert(arch, dict(hf.state_dict()), cfg)
@@ -79,10 +100,9 @@ def _build(name: str, hf: torch.nn.Module, cfg: TunedConfig, arch: BertArch, tmp
 
         peer = Peer("tuned", run, f"autotune runtime, {Path(str(cfg.model_name)).name} config",
                     [model])
-        model.prepare([(b.batch, b.seq) for c in cfg.ops.values() for b in
-                       {x.bucket for x in c}])
+        model.build_all(release_weights=True)  # as autotune.load leaves it
     else:
-        peer = build_peer(name, hf, tmp)
+        peer = build_peer(name, hf, tmp, calibration)
     after = rss_mb()
     return peer, (after - before) if before is not None and after is not None else None
 
@@ -95,22 +115,31 @@ def run_bench(opts: BenchOptions, console: Console) -> dict[str, Any]:
         check_fit(cfg, resolved.arch)
     for w in caught:
         console.print(f"[yellow]note:[/] {w.message}")
-    mix = parse_lengths(opts.lengths, resolved.path or resolved.name,
-                        resolved.arch.max_position_embeddings)
+    top = resolved.arch.max_position_embeddings
+    shapes = opts.shapes or default_shapes(cfg, top)
+    too_long = [b.label for b in shapes if b.seq > top]
+    if too_long:
+        raise UserError(f"shapes {', '.join(too_long)} are longer than the model's maximum "
+                        f"of {top} positions")
+    mix = parse_lengths(opts.lengths, resolved.path or resolved.name, top)
     hf, source = base_model(resolved.arch, resolved.path)
     if source != "checkpoint":
         console.print(f"[yellow]note:[/] no weights for {opts.model}: all contenders use the "
                       "same random weights (timings are valid, accuracy is judged on them)")
+    # Static int8 peers calibrate on inputs like the timed ones (never the same batches).
+    calibration = [make_batch(1, min(128, top), resolved.arch.vocab_size, mix,
+                              opts.seed + 10_000 + i, pad_to_longest=True) for i in range(16)]
     peers: list[Peer] = []
     weights_mb: dict[str, float | None] = {}
     skipped: dict[str, str] = {}
-    with temp_dir() as tmp, warnings.catch_warnings():
-        # Exporters and quantizers are chatty; the table says what matters.
-        warnings.simplefilter("ignore")
+    with temp_dir() as tmp, warnings.catch_warnings(record=True) as caught:
+        # Exporters and quantizers are chatty; the table says what matters, and what the
+        # tuned runtime warned (e.g. an op kind running the float32 reference) is shown.
+        warnings.simplefilter("always")
         logging.getLogger().setLevel(logging.ERROR)
         for name in ("tuned", *opts.against):
             try:
-                peer, mb = _build(name, hf, cfg, resolved.arch, Path(tmp))
+                peer, mb = _build(name, hf, cfg, resolved.arch, Path(tmp), calibration)
             except PeerUnavailable as e:
                 skipped[name] = str(e)
                 console.print(f"[yellow]skipped {name}:[/] {e}")
@@ -124,14 +153,20 @@ def run_bench(opts: BenchOptions, console: Console) -> dict[str, Any]:
             peers.append(peer)
             weights_mb[name] = mb
         rows = []
-        for b in opts.batch_sizes:
-            for s in opts.seq_lens:
-                rows += _bench_bucket(Bucket(b, s), peers, hf, resolved.arch, mix,
-                                      opts, console, weights_mb)
+        for i, shape in enumerate(shapes):
+            console.print(f"[{i + 1}/{len(shapes)}] {shape.batch}x{shape.seq}: warming up "
+                          f"{len(peers)} contenders (torch.compile compiles here)")
+            rows += _bench_bucket(shape, peers, hf, resolved.arch, mix, opts, weights_mb)
+    runtime_warnings = list(dict.fromkeys(str(w.message) for w in caught
+                                          if issubclass(w.category, FallbackWarning)))
+    for message in runtime_warnings:
+        console.print(f"[yellow]tuned runtime:[/] {message}")
+    at_precisions = weights_at_precisions_mb(dict(hf.state_dict()), resolved.arch, cfg)
     result = {"model": resolved.name, "config": str(opts.config), "weights": source,
+              "weights_at_precisions_mb": at_precisions,
               "max_rel_error": cfg.max_rel_error,
               "lengths": mix.desc, "machine": machine("cpu"), "torch": torch.__version__,
-              "rows": rows, "skipped": skipped,
+              "rows": rows, "skipped": skipped, "runtime_warnings": runtime_warnings,
               "notes": {p.name: p.note for p in peers}}
     _print_table(result, console)
     out = opts.output or opts.config.with_suffix(".bench.json")
@@ -146,7 +181,7 @@ def run_bench(opts: BenchOptions, console: Console) -> dict[str, Any]:
 
 
 def _bench_bucket(bucket: Bucket, peers: list[Peer], hf: torch.nn.Module, arch: BertArch,
-                  mix: LengthMix, opts: BenchOptions, console: Console,
+                  mix: LengthMix, opts: BenchOptions,
                   weights_mb: dict[str, float | None]) -> list[dict[str, Any]]:
     # Every contender gets the batch as HF tokenizers give it (padding=True): padded to its
     # longest input, not to the bucket; the tuned model then runs its own layout.
@@ -157,8 +192,6 @@ def _bench_bucket(bucket: Bucket, peers: list[Peer], hf: torch.nn.Module, arch: 
     ref = (ref_out.last_hidden_state.float(), ref_out.pooler_output.float())
     acc: dict[str, tuple[float, float]] = {}
     peak: dict[str, float | None] = {}
-    console.print(f"{bucket.label}: warming up {len(peers)} contenders "
-                  "(torch.compile compiles here)")
     for p in peers:
         p.run(batch)  # warm-up (compilation, first-call packing)
         base = rss_mb()
@@ -199,5 +232,33 @@ def _print_table(result: dict[str, Any], console: Console) -> None:
                       f"{r['rel_error']:.1e}", f"{r['min_pooler_cos']:.5f}",
                       mb(r["weights_mb"]), mb(r["peak_mb"]))
     console.print(table)
+    held = next((r["weights_mb"] for r in result["rows"] if r["peer"] == "tuned"), None)
+    if held is not None:
+        console.print(f"tuned model: {held:.0f} MB resident for its weights (built for every "
+                      f"bucket); its weights at the precisions it uses take "
+                      f"{result['weights_at_precisions_mb']:.0f} MB")
+    if len({r["bucket"] for r in result["rows"]}) > 1:
+        console.print(_grid_table(result["rows"]))
     for name, why in result["skipped"].items():
         console.print(f"skipped {name}: {why}")
+
+
+def _grid_table(rows: list[dict[str, Any]]) -> Table:
+    """One line per shape, one column per contender: median ms and that ÷ tuned."""
+    peers = list(dict.fromkeys(r["peer"] for r in rows))
+    table = Table(title="median ms per batch (÷ tuned: above 1× the tuned model is faster)")
+    table.add_column("shape")
+    for p in peers:
+        table.add_column(p, justify="right")
+    by_shape: dict[tuple[int, int], dict[str, dict[str, Any]]] = {}
+    for r in rows:
+        by_shape.setdefault((r["batch"], r["seq"]), {})[r["peer"]] = r
+    def cell(r: dict[str, Any] | None) -> str:
+        if r is None:
+            return "-"
+        ms = f"{r['median_ms']:.1f}"
+        return ms if r["peer"] == "tuned" else f"{ms} ({r['speedup_of_tuned']:.2f}×)"
+
+    for (b, s), cells in by_shape.items():
+        table.add_row(f"{b}x{s}", *(cell(cells.get(p)) for p in peers))
+    return table

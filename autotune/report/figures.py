@@ -67,6 +67,41 @@ def bench_figure(by_bucket: Mapping[str, Sequence[dict[str, Any]]]) -> go.Figure
     return fig
 
 
+def shapes_figure(by_bucket: Mapping[str, Sequence[dict[str, Any]]]) -> go.Figure:
+    """Median latency against shape (ordered by tokens per batch), one line per contender;
+    the hover gives the ratio to the tuned model and the error."""
+    fig = _fig("End-to-end latency by shape (median; x ordered by tokens per batch)",
+               xaxis_title="batch x padded length", yaxis_title="ms per batch (log)",
+               yaxis_type="log", legend_title_text="contender", height=420)
+    order = sorted(by_bucket, key=lambda b: (by_bucket[b][0]["batch"] * by_bucket[b][0]["seq"],
+                                             by_bucket[b][0]["batch"]))
+    peers: list[str] = []
+    for rows in by_bucket.values():
+        peers += [r["peer"] for r in rows if r["peer"] not in peers]
+    for peer in peers:
+        xs, ys, hover = [], [], []
+        for bucket in order:
+            rows = by_bucket[bucket]
+            tuned = next((r["median_ms"] for r in rows if r["peer"] == "tuned"), None)
+            for r in rows:
+                if r["peer"] != peer:
+                    continue
+                shape = f"{r['batch']}x{r['seq']}"
+                xs.append(shape)
+                ys.append(r["median_ms"])
+                ratio = "" if tuned is None else f", {r['median_ms'] / tuned:.2f}× tuned"
+                hover.append(f"{escape(peer)} {shape}: {r['median_ms']:.1f} ms{ratio}<br>"
+                             f"rel. error {r['rel_error']:.1e}")
+        fig.add_scatter(name=escape(peer), x=xs, y=ys, mode="lines+markers", hovertext=hover,
+                        hoverinfo="text",
+                        line={"width": 4 if peer == "tuned" else 1.5,
+                              **({"color": BEST} if peer == "tuned" else {})})
+    fig.update_xaxes(type="category", categoryorder="array",
+                     categoryarray=[f"{by_bucket[b][0]['batch']}x{by_bucket[b][0]['seq']}"
+                                    for b in order])
+    return fig
+
+
 def shares_figure(shares: Mapping[str, Sequence[Share]]) -> go.Figure:
     """One forward pass before and after tuning, stacked by op kind."""
     fig = _fig("Where the time goes: one forward pass, reference vs tuned",

@@ -176,10 +176,12 @@ def summary(page: Page, inp: ReportInput) -> str:
     if not inp.bench:
         out.append('<p class="note">No benchmark in this database yet: run <code>autotune '
                    "bench --config tuned/…json</code> to compare the tuned model with HF eager, "
-                   "SDPA, torch.compile and ONNX Runtime.</p>")
+                   "SDPA, torch.compile, ONNX Runtime and OpenVINO.</p>")
         return "".join(out)
     by_bucket = data.bench_by_bucket(inp.bench)
-    out.append(page.figure(figures.bench_figure(by_bucket)))
+    grid = len(by_bucket) > 2  # a shape grid reads as lines, a couple of shapes as bars
+    out.append(page.figure(figures.shapes_figure(by_bucket) if grid
+                           else figures.bench_figure(by_bucket)))
     rows = []
     for bucket, rs in by_bucket.items():
         tuned = next((r["median_ms"] for r in rs if r["peer"] == "tuned"), None)

@@ -35,6 +35,10 @@ _UNSUPPORTED = ("inputs_embeds", "head_mask", "encoder_hidden_states", "past_key
                 "output_attentions", "output_hidden_states")
 
 
+class FallbackWarning(UserWarning):
+    """An op kind runs the float32 reference: the config has no choice for it."""
+
+
 class BertOutput:
     """Like HF's ``BaseModelOutputWithPooling``: attributes, keys and tuple indexing."""
 
@@ -115,6 +119,7 @@ class TunedBert(torch.nn.Module):
                                                      tuple[torch.Tensor, torch.Tensor | None]]] = {}
         self._built: dict[tuple[str, int, Bucket], tuple[OpFn, torch.dtype]] = {}
         self._building = threading.Lock()
+        self._released = False
         self._warned: set[str] = set()
 
     # -- dispatch ---------------------------------------------------------------------------
@@ -131,13 +136,16 @@ class TunedBert(torch.nn.Module):
         choice = pick_choice(kind, self.ops.get(kind, ()), batch, seq)
         if choice is None:
             return self._reference(kind, layer), torch.float32
+        return self._built.get((kind, layer, choice.bucket)) or self._build(kind, layer, choice)
+
+    def _build(self, kind: str, layer: int, choice: Choice) -> tuple[OpFn, torch.dtype]:
         key = (kind, layer, choice.bucket)
-        built = self._built.get(key)
-        if built is not None:
-            return built
         with self._building:
             if key in self._built:  # built by another thread meanwhile
                 return self._built[key]
+            if self._released:
+                raise RuntimeError(f"{kind} layer {layer} {choice.bucket.label} was not built "
+                                   "before the weights were released")
             variant = get_variant(kind, self.config.device if self.config else "cpu",
                                   choice.variant)
             params = choice.all_params
@@ -148,11 +156,38 @@ class TunedBert(torch.nn.Module):
             self._built[key] = (fn, variant.input_dtype(params))
         return self._built[key]
 
+    def _layers(self, kind: str) -> range:
+        per_layer = kind in TOKEN_WISE or kind == "attention"
+        return range(self.arch.num_hidden_layers if per_layer else 1)
+
+    def build_all(self, release_weights: bool = False) -> None:
+        """Build the op of every tuned choice of every layer now. Every call, whatever its
+        shape, runs one of them, so nothing is built later; with ``release_weights`` the
+        model then drops its own references to the weights of the kinds it built (kept by
+        the ops only in the layouts they use: a bfloat16 op holds the bfloat16 copy, not
+        also the float32 original). Kinds without a choice keep theirs for the reference."""
+        for kind, choices in self.ops.items():
+            for layer in self._layers(kind):
+                for choice in choices:
+                    self._build(kind, layer, choice)
+        if not release_weights:
+            return
+        with self._building:
+            self._released = True
+            built = set(self.ops) if self.ops else set()
+            if "embeddings" in built:
+                self.emb_w = {}
+            if "pooler" in built and self.pool_w is not None:
+                self.pool_w = {}
+            for w in self.layer_w:
+                for kind in built & set(w):
+                    w[kind] = {}
+
     def _reference(self, kind: str, layer: int) -> OpFn:
         if self.config is not None and kind not in self._warned:
             self._warned.add(kind)
             warnings.warn(f"{kind}: the tuned config has no choice for this op kind; running "
-                          "the float32 reference", stacklevel=4)
+                          "the float32 reference", FallbackWarning, stacklevel=4)
         spec, w, arch = op_spec(kind), self._weights(kind, layer), self.arch
         return lambda inputs: spec.reference(w, inputs, arch)
 
@@ -172,9 +207,7 @@ class TunedBert(torch.nn.Module):
             kinds = ("embeddings", "attention", *TOKEN_WISE,
                      *(("pooler",) if self.pool_w is not None else ()))
             for kind in kinds:
-                layers = range(self.arch.num_hidden_layers) if kind in TOKEN_WISE or \
-                    kind == "attention" else range(1)
-                for layer in layers:
+                for layer in self._layers(kind):
                     self._fn(kind, layer, batch, seq)
 
     # -- forward ----------------------------------------------------------------------------
@@ -319,7 +352,7 @@ def apply(model: torch.nn.Module, config: str | Path | TunedConfig,
 def load(name_or_path: str, config: str | Path | TunedConfig | None = None,
          strict: bool = False, device: str | None = None) -> TunedBert:
     """A BERT model (known name, local directory or hub id) running a tuned config, with its
-    weights on ``device`` (default: the config's device, else the CPU).
+    weights on ``device`` (default: the config's device, else the CPU), every op built.
 
     Without ``config`` every op runs its float32 reference. Without weights (no network, not
     in the cache) the architecture gets random weights, with a warning."""
@@ -336,4 +369,9 @@ def load(name_or_path: str, config: str | Path | TunedConfig | None = None,
     device = device or (cfg.device if cfg is not None else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("the tuned config is for CUDA, and torch sees no CUDA device")
-    return TunedBert(resolved.arch, state, cfg, device).eval()
+    model = TunedBert(resolved.arch, state, cfg, device).eval()
+    del state
+    # Every op built now, and the float32 originals of the kinds the config covers dropped:
+    # the model holds each weight in the layouts its ops use (no first-call build either).
+    model.build_all(release_weights=True)
+    return model

@@ -13,8 +13,10 @@ from rich.console import Console
 from sqlalchemy import create_engine, text
 
 from autotune.bench.lengths import make_batch, parse_lengths
-from autotune.bench.run import BenchOptions, run_bench
+from autotune.bench.run import BenchOptions, default_shapes, run_bench
 from autotune.errors import UserError
+from autotune.models.bert import KNOWN_ARCHITECTURES, Bucket, default_buckets
+from autotune.runtime.config import parse_config
 from tests.conftest import TINY
 from tests.runtime.helpers import BF16_GEMM, choices, make_config
 
@@ -31,7 +33,7 @@ def config_file(tmp_path: Path, tiny_model_dir: Path) -> Path:
 def _bench(tiny_model_dir: Path, config_file: Path, tmp_path: Path, against: tuple[str, ...],
            ) -> tuple[dict, str]:
     buf = io.StringIO()
-    opts = BenchOptions(str(tiny_model_dir), config_file, (2,), (16,), "4..16", against, 0.2,
+    opts = BenchOptions(str(tiny_model_dir), config_file, (Bucket(2, 16),), "4..16", against, 0.2,
                         f"sqlite:///{tmp_path / 'b.sqlite3'}", tmp_path / "bench.json")
     result = run_bench(opts, Console(file=buf, width=200))
     return result, buf.getvalue()
@@ -39,21 +41,23 @@ def _bench(tiny_model_dir: Path, config_file: Path, tmp_path: Path, against: tup
 
 def test_bench_runs_every_contender_and_stores_results(tiny_model_dir: Path, config_file: Path,
                                                        tmp_path: Path) -> None:
-    against = ("eager", "sdpa", "compile", "onnxruntime", "onnxruntime-int8", "openvino",
-               "openvino-bf16")
+    against = ("eager", "sdpa", "sdpa-bf16", "compile", "onnxruntime", "onnxruntime-int8",
+               "openvino", "openvino-bf16", "openvino-int8")
     result, log = _bench(tiny_model_dir, config_file, tmp_path, against)
     rows = {r["peer"]: r for r in result["rows"]}
     assert set(rows) == {"tuned", *against}
     assert rows["eager"]["rel_error"] == 0.0  # the reference itself
     assert rows["sdpa"]["rel_error"] < 1e-5 and rows["onnxruntime"]["rel_error"] < 1e-4
+    assert 1e-4 < rows["sdpa-bf16"]["rel_error"] < 0.03
     assert rows["openvino"]["rel_error"] < 1e-4 and rows["openvino-bf16"]["rel_error"] < 0.03
+    assert 1e-4 < rows["openvino-int8"]["rel_error"] < 0.2  # static int8 on random weights
     assert rows["tuned"]["rel_error"] < 0.02  # bfloat16 config
     for r in rows.values():
         assert r["median_ms"] > 0 and r["rounds"] >= 5 and r["min_pooler_cos"] > 0.99
         assert r["speedup_of_tuned"] == pytest.approx(r["median_ms"] / rows["tuned"]["median_ms"])
     assert json.loads((tmp_path / "bench.json").read_text())["rows"]
     with create_engine(f"sqlite:///{tmp_path / 'b.sqlite3'}").connect() as c:
-        assert c.execute(text("select count(*) from autotune_bench_v1")).scalar_one() == 8
+        assert c.execute(text("select count(*) from autotune_bench_v1")).scalar_one() == 10
     assert "it ÷ tuned" in log
 
 
@@ -67,6 +71,49 @@ def test_bench_without_the_peers_extra(tiny_model_dir: Path, config_file: Path, 
     assert "onnxruntime is not installed" in result["skipped"]["onnxruntime"]
     assert "openvino is not installed" in result["skipped"]["openvino"]
     assert "skipped onnxruntime" in log
+    monkeypatch.delitem(sys.modules, "openvino")
+    monkeypatch.setitem(sys.modules, "nncf", None)
+    result, _ = _bench(tiny_model_dir, config_file, tmp_path, ("eager", "openvino-int8"))
+    assert "nncf is not installed" in result["skipped"]["openvino-int8"]
+
+
+def test_default_grid_spans_the_tuned_range_mostly_between_buckets(tmp_path: Path) -> None:
+    base = KNOWN_ARCHITECTURES["bert-base-uncased"]
+    buckets = default_buckets(base)
+    path = tmp_path / "tuned.json"
+    path.write_text(json.dumps(make_config(base, choices(BF16_GEMM, "bfloat16"),
+                                           [(b.batch, b.seq) for b in buckets])))
+    grid = default_shapes(parse_config(path), base.max_position_embeddings)
+    assert len(grid) >= 10
+    assert min(b.batch for b in grid) == 1 and max(b.batch for b in grid) == 8
+    assert min(b.seq for b in grid) == 16 and max(b.seq for b in grid) == 512
+    assert len(set(grid) - set(buckets)) >= len(grid) - 2  # mostly shapes no bucket has
+
+
+def test_bench_times_a_shape_grid(tiny_model_dir: Path, config_file: Path, tmp_path: Path,
+                                  ) -> None:
+    from click.testing import CliRunner
+
+    from autotune.cli import main
+
+    out = tmp_path / "grid.json"
+    args = ["bench", "--model", str(tiny_model_dir), "--config", str(config_file),
+            "--shapes", "1x5,3x7,2X16,3x7", "--against", "eager", "--seconds", "0.1",
+            "--output", str(out), "--storage", f"sqlite:///{tmp_path / 'b.sqlite3'}"]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    result = json.loads(out.read_text())
+    assert result["runtime_warnings"] == []  # every op kind has a choice: no fallback
+    rows = result["rows"]
+    assert [(r["batch"], r["seq"], r["peer"]) for r in rows] == [
+        (b, s, p) for b, s in ((1, 5), (3, 7), (2, 16)) for p in ("tuned", "eager")]
+    assert "median ms per batch" in res.output and "3x7" in res.output  # the grid table
+    for bad, why in (("1x65", "longer than the model's maximum"), ("8x", "BATCHxLENGTH"),
+                     ("0x8", "BATCHxLENGTH")):
+        res = CliRunner().invoke(main, [*args[:5], "--shapes", bad, *args[7:]])
+        assert res.exit_code != 0 and why in res.output, res.output
+    res = CliRunner().invoke(main, [*args, "--batch-sizes", "2"])
+    assert res.exit_code != 0 and "not both" in res.output
 
 
 def test_lengths_specs(tmp_path: Path) -> None:
@@ -139,7 +186,8 @@ def test_bench_on_real_text_pads_every_contender_to_the_longest(tmp_path: Path,
                                           name="model")))
     f = tmp_path / "queries.txt"
     f.write_text("\n".join(TEXTS))
-    opts = BenchOptions(str(minilm_dir), cfg, (4,), (64,), str(f), ("eager", "openvino"), 0.2,
+    opts = BenchOptions(str(minilm_dir), cfg, (Bucket(4, 64),), str(f), ("eager", "openvino"),
+                        0.2,
                         None, tmp_path / "bench.json")
     result = run_bench(opts, Console(file=io.StringIO(), width=200))
     assert result["lengths"] == "text of queries.txt (4 inputs)"

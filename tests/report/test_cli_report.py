@@ -50,6 +50,19 @@ def test_report_after_a_real_search(tmp_path: Path, tiny_model_dir: Path,
     assert result.exit_code == 0, result.output
     assert "relative error ≤ 0.0001" in out.read_text()
 
+    # a bench over a grid of shapes is drawn as latency against shape, a line per contender
+    result = CliRunner().invoke(main, [
+        "bench", "--model", str(tiny_model_dir), "--config", str(tmp_path / "tuned.json"),
+        "--shapes", "1x4,3x6,2x8", "--against", "eager", "--seconds", "0.05", "--storage", url])
+    assert result.exit_code == 0, result.output
+    # only ffn_up and pooler were searched: the bench says which kinds ran the reference
+    assert "tuned runtime: attention: the tuned config has no choice" in \
+        result.output.replace("\n", " ")
+    result = CliRunner().invoke(main, ["report", "--storage", url, "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    html = out.read_text()
+    assert "End-to-end latency by shape" in html and "3x6" in html
+
     result = CliRunner().invoke(main, ["studies", "--storage", url])
     assert result.exit_code == 0, result.output
     assert "tiny-bert:ffn_up:b2s8:cpu:" in result.output.replace("\n", "").replace("│", "")

@@ -41,6 +41,22 @@ def test_bench_figure_one_trace_per_contender_with_iqr_bars() -> None:
     assert list(eager.text) == ["0", "0"]
 
 
+def test_shapes_figure_one_line_per_contender_ordered_by_tokens() -> None:
+    def row(peer: str, b: int, s: int, ms: float) -> dict:
+        return {"peer": peer, "batch": b, "seq": s, "median_ms": ms, "rel_error": 0.01}
+
+    by_bucket = {"b8s16": [row("tuned", 8, 16, 4.0), row("eager", 8, 16, 8.0)],
+                 "b1s512": [row("tuned", 1, 512, 9.0), row("eager", 1, 512, 12.0)],
+                 "b1s16": [row("eager", 1, 16, 2.0)]}
+    fig = figures.shapes_figure(by_bucket)
+    lines = {t.name: t for t in fig.data}
+    assert list(lines["eager"].x) == ["1x16", "8x16", "1x512"]  # 16, 128, 512 tokens
+    assert list(lines["eager"].y) == [2.0, 8.0, 12.0]
+    assert list(lines["tuned"].x) == ["8x16", "1x512"]
+    assert "2.00× tuned" in lines["eager"].hovertext[1]
+    assert fig.layout.yaxis.type == "log"
+
+
 def test_shares_figure_stacks_reference_and_tuned() -> None:
     fig = figures.shares_figure({"b1s8": [Share("qkv_proj", 4.0, 1.0),
                                           Share("pooler", 1.0, None)]})

@@ -321,3 +321,32 @@ def test_weights_are_held_once_whatever_the_number_of_buckets() -> None:
                  if k.startswith("encoder.") and k.endswith(".weight") and "LayerNorm" not in k)
     assert one >= 2 * layers  # the GEMM weights in bfloat16, at least
     assert four == one
+
+
+def test_a_loaded_model_drops_the_float32_originals_its_ops_do_not_use() -> None:
+    """After ``build_all(release_weights=True)`` (what ``autotune.load`` does) a bfloat16
+    config's GEMMs hold their bfloat16 copies only: the float32 originals are freed, and calls
+    at shapes no bucket has still run (and build nothing)."""
+    import gc
+    import weakref
+
+    hf = _hf()
+    state = {k: v.clone() for k, v in hf.state_dict().items()}
+    cfg = parse_config(make_config(TINY, choices(BF16_GEMM, "bfloat16"), [(1, 8), (2, 16)]))
+    model = TunedBert(TINY, state, cfg)
+    originals = {k: weakref.ref(v) for k, v in state.items()
+                 if k.endswith(("dense.weight", "query.weight", "embeddings.weight"))}
+    # q, attn_out, ffn_up, ffn_down per layer; word, position and token-type tables; pooler
+    assert len(originals) == 4 * TINY.num_hidden_layers + 3 + 1
+    del state
+    model.build_all(release_weights=True)
+    gc.collect()
+    alive = [k for k, r in originals.items() if r() is not None]
+    assert alive == []
+    built = len(model._built)
+    want = hf(**_inputs(batch=3, seq=23))
+    got = model(**_inputs(batch=3, seq=23))
+    assert len(model._built) == built  # nothing built after build_all
+    err = (got.last_hidden_state - want.last_hidden_state).norm() / \
+        want.last_hidden_state.norm()
+    assert err < 0.03
