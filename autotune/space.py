@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -241,14 +242,21 @@ def load_space(path: Path, device: str) -> Space:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise SpaceError(str(path), "<file>", f"cannot read ({e.strerror})") from None
-    import yaml  # imported here so that validating params needs no YAML parser
+    if path.suffix == ".json":  # the copies the runtime reads: no YAML parser needed
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise SpaceError(str(path), f"line {e.lineno}", f"malformed JSON ({e.msg})") from None
+    else:
+        import yaml
 
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark is not None else "<yaml>"
-        raise SpaceError(str(path), where, f"malformed YAML ({getattr(e, 'problem', e)})") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f"line {mark.line + 1}" if mark is not None else "<yaml>"
+            raise SpaceError(str(path), where,
+                             f"malformed YAML ({getattr(e, 'problem', e)})") from None
     space = parse_space(data, str(path), device)
     if space.kind != path.stem:
         raise SpaceError(str(path), "kind", f"{space.kind!r} does not match the file name")

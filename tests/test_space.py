@@ -121,3 +121,20 @@ def test_shipped_spaces_load_and_unknown_variant_is_refused(tmp_path: Path) -> N
         load_spaces(tmp_path, "cpu", ("pooler",))
     with pytest.raises(UserError, match="missing search space"):
         load_spaces(tmp_path, "cpu", ("ffn_up",))
+
+
+def test_the_runtime_s_json_spaces_equal_the_yaml_ones() -> None:
+    """The runtime checks configs against JSON copies of the shipped spaces (no YAML parser):
+    they must say what the YAML says (refresh: ``python -m autotune.search.spaces``)."""
+    import json
+
+    import yaml
+
+    from autotune.settings import DEFAULT_SPACES_DIR
+
+    pairs = [(p, p.with_suffix(".json")) for p in sorted(DEFAULT_SPACES_DIR.glob("*/*.yaml"))]
+    assert len(pairs) == 14
+    for src, copy in pairs:
+        assert copy.is_file(), f"{copy} is missing: run python -m autotune.search.spaces"
+        assert json.loads(copy.read_text()) == yaml.safe_load(src.read_text()), \
+            f"{copy} differs from {src.name}: run python -m autotune.search.spaces"

@@ -100,7 +100,7 @@ def _spaces(device: str) -> dict[str, Any]:
     from autotune.search.spaces import load_spaces
     from autotune.settings import DEFAULT_SPACES_DIR
 
-    return load_spaces(DEFAULT_SPACES_DIR, device)
+    return load_spaces(DEFAULT_SPACES_DIR, device, suffix=".json")  # no YAML parser
 
 
 def _reject_constant(name: str) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -13,8 +14,11 @@ from autotune.models.bert import OP_KINDS, BertArch, Bucket
 from autotune.space import Space, load_space
 
 
-def load_spaces(root: Path, device: str, kinds: tuple[str, ...] = OP_KINDS) -> dict[str, Space]:
-    """``root/<device>/<kind>.yaml`` for each kind; every file is checked before any search."""
+def load_spaces(root: Path, device: str, kinds: tuple[str, ...] = OP_KINDS,
+                suffix: str = ".yaml") -> dict[str, Space]:
+    """``root/<device>/<kind>.yaml`` for each kind; every file is checked before any search.
+    ``suffix=".json"`` reads the JSON copies shipped beside the YAML (``write_json_copies``),
+    which the runtime checks configs against without a YAML parser."""
     import autotune.ops.kinds  # noqa: F401  (registers the constraints the files name)
     from autotune.ops import variants
 
@@ -23,7 +27,7 @@ def load_spaces(root: Path, device: str, kinds: tuple[str, ...] = OP_KINDS) -> d
         raise UserError(f"{folder}: no search spaces for device {device!r}")
     spaces: dict[str, Space] = {}
     for kind in kinds:
-        path = folder / f"{kind}.yaml"
+        path = folder / f"{kind}{suffix}"
         if not path.is_file():
             raise UserError(f"{path}: missing search space for operator kind {kind!r}")
         space = load_space(path, device)
@@ -38,6 +42,19 @@ def load_spaces(root: Path, device: str, kinds: tuple[str, ...] = OP_KINDS) -> d
                                  f"(known: {', '.join(sorted(known))})")
         spaces[kind] = space
     return spaces
+
+
+def write_json_copies(root: Path) -> list[Path]:
+    """Write ``<kind>.json`` beside every ``root/<device>/<kind>.yaml`` (the same data)."""
+    import yaml
+
+    written = []
+    for src in sorted(root.glob("*/*.yaml")):
+        dst = src.with_suffix(".json")
+        data = yaml.safe_load(src.read_text(encoding="utf-8"))
+        dst.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+        written.append(dst)
+    return written
 
 
 #: CUDA limits assumed when no CUDA device is visible (cuda spaces checked on a CPU machine):
@@ -81,3 +98,10 @@ def space_context(kind: str, arch: BertArch, bucket: Bucket, device: str = "cpu"
     if device == "cuda":
         ctx.update(cuda_limits())
     return ctx
+
+
+if __name__ == "__main__":  # python -m autotune.search.spaces: refresh the JSON copies
+    from autotune.settings import DEFAULT_SPACES_DIR
+
+    for p in write_json_copies(DEFAULT_SPACES_DIR):
+        print(f"wrote {p}")

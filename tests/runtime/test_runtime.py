@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -207,12 +209,19 @@ def test_other_machine_warns_and_strict_refuses() -> None:
         autotune.apply(_hf(), cfg, strict=True)
 
 
-def test_runtime_imports_no_search_dependencies() -> None:
-    code = ("import sys, autotune.runtime, autotune; autotune.load; "
+def test_runtime_imports_no_search_dependencies(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """Loading a model with a config (parsed and checked against the shipped spaces) and
+    running it imports torch, not the search's dependencies."""
+    cfg = tmp_path / "tuned.json"
+    cfg.write_text(json.dumps(make_config(TINY, choices(BF16_GEMM, "bfloat16"), [(2, 16)],
+                                          name="tiny-bert")))
+    code = ("import sys, torch, autotune\n"
+            f"m = autotune.load({str(tiny_model_dir)!r}, {str(cfg)!r})\n"
+            "m(torch.ones(2, 9, dtype=torch.long)).last_hidden_state.sum().item()\n"
             "print(' '.join(m for m in ('optuna', 'sqlalchemy', 'plotly', 'jsonschema', "
-            "'yaml', 'transformers') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout.strip()
+            "'yaml', 'transformers', 'rich', 'click') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True,
+                         text=True, check=True).stdout.strip()
     assert out == ""
 
 
