@@ -81,7 +81,10 @@ def _dense_2d(
         return lambda x, o: _epilogue(
             torch.ops.mkl._mkl_linear(x, packed, w, b, rows), epilogue, o)
     if impl == "onednn_packed":
-        packed = derived((weight,), ("onednn", dtype, rows),
+        # One pack per weight and dtype, whatever the bucket: the rows hint changed neither
+        # the outputs nor the speed at 32-4,096 rows (benchmarks/pack_hint_cpu.py checks a
+        # machine), and a pack per bucket multiplied the weights' memory by the buckets.
+        packed = derived((weight,), ("onednn", dtype),
                          lambda: torch.ops.mkldnn._reorder_linear_weight(w, rows))
         if fuse_epilogue and epilogue == "add":
             return lambda x, o: torch.ops.mkldnn._linear_pointwise.binary(x, o, packed, b, "add")
