@@ -36,6 +36,7 @@ def test_search_composes_and_exports_the_composition(tmp_path: Path,
 
 
 B = Bucket(1, 8)
+B2 = Bucket(4, 8)
 INT8 = {"variant": "int8_dynamic", "qengine": "x86"}
 BF16 = {"variant": "dense", "precision": "bfloat16"}
 FP32 = {"variant": "dense", "precision": "float32"}
@@ -46,13 +47,22 @@ def _entry(params: dict, err: float) -> dict:
             "ref_iqr_ms": 0.1, "rel_error": err}
 
 
-def _composer(ranked: dict[str, list[dict]], device: str = "cpu") -> Composer:
-    """A composer over hand-made ranked configs (one bucket), without a model behind it."""
+def _composer(ranked: dict[str, list[dict]], device: str = "cpu",
+              second: dict[str, list[dict]] | None = None) -> Composer:
+    """A composer over hand-made ranked configs (bucket B, and B2 when ``second`` is given),
+    without a model behind it."""
     composer = Composer.__new__(Composer)
     composer.device = device
-    composer.buckets = [B]
+    composer.buckets = [B] if second is None else [B, B2]
     composer.candidates = {kind: {B: entries} for kind, entries in ranked.items()}
+    for kind, entries in (second or {}).items():
+        composer.candidates[kind][B2] = entries
     return composer
+
+
+def _precisions(composer: Composer, comp: Composition, j: int = 0) -> dict[str, str]:
+    b = composer.buckets[j]
+    return {k: precision_of(composer.entry(k, b, i[j])["params"]) for k, i in comp.choice.items()}
 
 
 def test_step_back_moves_the_least_precise_op_up() -> None:
@@ -60,17 +70,31 @@ def test_step_back_moves_the_least_precise_op_up() -> None:
         "ffn_up": [_entry(INT8, 0.015), _entry(BF16, 0.003), _entry(FP32, 0.0)],
         "attention": [_entry(BF16, 0.004), _entry(FP32, 0.0)],
     })
-    comp = Composition({"ffn_up": 0, "attention": 0}, 1, False)
+    comp = Composition({"ffn_up": (0,), "attention": (0,)}, 1, False)
     seen = []
     for _ in range(3):
         comp = composer.step_back(comp)
-        seen.append({k: precision_of(composer.entry(k, B, i)["params"])
-                     for k, i in comp.choice.items()})
+        seen.append(_precisions(composer, comp))
     assert seen == [{"ffn_up": "bfloat16", "attention": "bfloat16"},
                     {"ffn_up": "bfloat16", "attention": "float32"},
                     {"ffn_up": "float32", "attention": "float32"}]
     with pytest.raises(RuntimeError, match="already runs in float32"):
         composer.step_back(comp)
+
+
+def test_step_back_in_one_bucket_leaves_the_others_alone() -> None:
+    """Rankings differ between buckets: stepping the small bucket's int8 GEMM up to bfloat16
+    must not move the large bucket's bfloat16 GEMM (ranked first there) to float32."""
+    composer = _composer(
+        {"ffn_down": [_entry(INT8, 0.019), _entry(INT8, 0.018), _entry(BF16, 0.004),
+                      _entry(FP32, 0.0)],
+         "attention": [_entry(BF16, 0.004), _entry(FP32, 0.0)]},
+        second={"ffn_down": [_entry(BF16, 0.004), _entry(FP32, 0.0)],
+                "attention": [_entry(BF16, 0.004), _entry(FP32, 0.0)]})
+    comp = composer.step_back(composer.winners(), [0])
+    assert comp.choice == {"ffn_down": (2, 0), "attention": (0, 0)}
+    assert _precisions(composer, comp, 0) == {"ffn_down": "bfloat16", "attention": "bfloat16"}
+    assert _precisions(composer, comp, 1) == {"ffn_down": "bfloat16", "attention": "bfloat16"}
 
 
 def test_seeds_include_one_precision_everywhere() -> None:
@@ -81,10 +105,12 @@ def test_seeds_include_one_precision_everywhere() -> None:
     composer = _composer({
         "ffn_up": [_entry(INT8, 0.015), _entry(FP32, 0.0), _entry(BF16, 0.003)],
         "attention": [_entry(BF16, 0.004), _entry(FP32, 0.0)],
-    })
+    }, second={"ffn_up": [_entry(BF16, 0.003), _entry(FP32, 0.0)],
+               "attention": [_entry(FP32, 0.0), _entry(BF16, 0.004)]})
     seeds = seed_compositions(composer)
-    assert seeds[0]["choice.ffn_up"] == 0 and seeds[0]["layout.threads"] == 0
-    all_bf16 = {"choice.ffn_up": 2, "choice.attention": 0, "layout.pad_to_multiple": 1,
+    assert seeds[0]["choice.ffn_up.b1s8"] == 0 and seeds[0]["layout.threads"] == 0
+    all_bf16 = {"choice.ffn_up.b1s8": 2, "choice.ffn_up.b4s8": 0, "choice.attention.b1s8": 0,
+                "choice.attention.b4s8": 1, "layout.pad_to_multiple": 1,
                 "layout.varlen": False, "layout.threads": os.cpu_count() or 1}
     assert all_bf16 in seeds
     assert len(seeds) == len({json.dumps(s, sort_keys=True) for s in seeds})  # no repeats
@@ -98,7 +124,42 @@ def test_cuda_compositions_choose_cuda_graphs_not_threads() -> None:
     assert all("layout.threads" not in s for s in seeds)
     assert seeds[0]["layout.cuda_graphs"] == 0  # the per-op winners as they are
     assert {s["layout.cuda_graphs"] for s in seeds} == {0, B.batch}
-    comp = _comp_of({"choice.ffn_up": 0, "layout.pad_to_multiple": 1, "layout.varlen": True,
+    comp = _comp_of({"choice.ffn_up.b1s8": 0, "layout.pad_to_multiple": 1, "layout.varlen": True,
                      "layout.cuda_graphs": B.batch}, composer)
     assert comp.cuda_graphs == 0  # padding-free shapes cannot be captured
     assert _comp_of({**seeds[-1]}, composer).cuda_graphs == B.batch
+
+
+def test_the_fastest_composition_is_stepped_back_and_shipped_when_still_fastest(
+        tmp_path: Path) -> None:
+    """The winners break the bound (int8 in one bucket) while a slower all-bfloat16 trial
+    holds it: stepping back the winners' int8 op in that bucket only gives a composition
+    faster than that trial, and it ships."""
+    from types import SimpleNamespace
+
+    from autotune.search.compose import run_composition
+    from tests.conftest import TINY
+
+    composer = _composer({"ffn_down": [_entry(INT8, 0.019), _entry(BF16, 0.004),
+                                       _entry(FP32, 0.0)]},
+                         second={"ffn_down": [_entry(BF16, 0.004), _entry(FP32, 0.0)]})
+    composer.resolved = SimpleNamespace(name="tiny", arch=TINY)
+    composer.lengths_desc, composer.tol = "fixed", 0.02
+    composer.config = lambda comp: {"choice": comp.choice}
+    cost = {"int8": (0.03, 0.8), "bfloat16": (0.01, 1.0), "float32": (0.0, 2.0)}
+
+    def evaluate(comp: Composition) -> dict:
+        per = [cost[p] for j in range(2) for p in _precisions(composer, comp, j).values()]
+        ratio = sum(r for _, r in per) / len(per) * (1.2 if comp.threads else 1.0)
+        errs = [cost[p][0] for p in (_precisions(composer, comp, j)["ffn_down"]
+                                     for j in range(2))]
+        return {"ratio": ratio, "ms": ratio, "anchor_ms": 1.0, "rel_error": max(errs),
+                "pooler_cos": 1.0, "bucket_violations": [e - 0.02 for e in errs]}
+
+    composer.evaluate = evaluate
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'c.sqlite3'}")
+    said: list[str] = []
+    final = run_composition(storage, composer, 3, 0, said.append)
+    assert final["choice"] == {"ffn_down": {"b1s8": 1, "b4s8": 0}}  # bf16 in both buckets
+    assert final["stepped_back"] == 1 and final["threads"] == 0
+    assert any("stepped back" in s for s in said)
