@@ -17,6 +17,7 @@ from autotune.bench import PEERS
 from autotune.cli_common import (
     OP_KINDS,
     SAMPLERS,
+    TRIAL_TIMEOUT_S,
     device_option,
     positive_float,
     storage_option,
@@ -116,7 +117,7 @@ def main() -> None:
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Where to write the tuned config (default tuned/<model>-<device>.json).")
 @storage_option
-@click.option("--trial-timeout", type=positive_float(), default=180.0,
+@click.option("--trial-timeout", type=positive_float(), default=TRIAL_TIMEOUT_S,
               show_default=True, help="Seconds before a hanging measurement is killed.")
 @click.option("--time-per-trial", type=positive_float(), default=1.0,
               show_default=True, help="Seconds of interleaved timing per trial.")
@@ -221,7 +222,7 @@ def run_search(opts: SearchOptions, output: Path | None, console: Console,
     resolved = resolve_model(opts.model)
     check_spaces(opts, resolved)  # bad input: one line, nothing written
     parse_lengths(opts.lengths, resolved.path or resolved.name,  # not after the studies
-                  resolved.arch.max_position_embeddings)
+                  resolved.arch.max_seq)
     url = prepare_url(opts.storage)
     with writer_lock(url, opts.wait, lambda msg: console.print(f"[yellow]{msg}[/]")):
         return _run_search(opts, resolved, output, console, preload, started, t0)

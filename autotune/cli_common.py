@@ -15,6 +15,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 # loads torch and optuna, which `autotune --help` should not wait for (a test keeps them equal).
 OP_KINDS = ("embeddings", "qkv_proj", "attention", "attn_out", "ffn_up", "ffn_down", "pooler")
 SAMPLERS = ("tpe", "random", "grid", "gp", "cmaes")
+#: Seconds before a hanging measurement is abandoned (the CLI's default and the driver's).
+TRIAL_TIMEOUT_S = 180.0
 
 
 class FiniteFloat(click.FloatRange):

@@ -88,11 +88,12 @@ def _tokenize(path: Path, lines: list[str], tokenizer: str | Path | None,
 
 
 def make_batch(batch: int, seq: int, vocab: int, mix: LengthMix, seed: int = 0,
-               pad_to_longest: bool = False) -> dict[str, torch.Tensor]:
+               pad_to_longest: bool = False, token_types: int = 2) -> dict[str, torch.Tensor]:
     """A batch of ``batch`` inputs padded to ``seq`` (to its longest input with
     ``pad_to_longest``, as HF tokenizers' ``padding=True`` does): the mix's real inputs when
     it has them (one longer than ``seq`` keeps its first tokens and its last), else token ids
-    drawn at random (CLS first) with the mix's lengths and sentence-pair token types."""
+    drawn at random (CLS first) with the mix's lengths and sentence-pair token types
+    (``token_types``: how many the model takes; 0 leaves token_type_ids out)."""
     g = torch.Generator().manual_seed(seed)
     pos = torch.arange(seq)[None, :]
     if mix.texts:
@@ -116,6 +117,10 @@ def make_batch(batch: int, seq: int, vocab: int, mix: LengthMix, seed: int = 0,
         ids[:, 0] = min(101, vocab - 1)
         types = ((pos >= (lengths[:, None] // 2)) & mask.bool()).long()
     out = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+    if token_types == 0:  # the model takes no token_type_ids (DistilBERT)
+        del out["token_type_ids"]
+    elif token_types == 1:  # one type only (RoBERTa)
+        out["token_type_ids"] = torch.zeros_like(ids)
     if pad_to_longest:
         longest = int(lengths.max())
         out = {k: v[:, :longest].contiguous() for k, v in out.items()}

@@ -1,11 +1,13 @@
 """The contenders of a benchmark, each built from the same HF weights.
 
-A peer is a function of one batch returning (last_hidden_state, pooler_output) in float32.
+A peer is a function of one batch returning (last_hidden_state, pooled) in float32; pooled
+is the pooler's output, or the first token's hidden state for families without a pooler.
 """
 
 from __future__ import annotations
 
 import copy
+import inspect
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,11 +32,17 @@ class PeerUnavailable(Exception):
     """The peer cannot run here (e.g. the optional ``peers`` extra is not installed)."""
 
 
+def pooled(out: Any) -> torch.Tensor:
+    """The pooler's output, or (DistilBERT, ELECTRA: no pooler) the first token's state."""
+    p = getattr(out, "pooler_output", None)
+    return out.last_hidden_state[:, 0] if p is None else p
+
+
 def _hf_run(model: Callable[..., Any]) -> RunFn:
     def run(batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.inference_mode():
             out = model(**batch)
-        return out.last_hidden_state.float(), out.pooler_output.float()
+        return out.last_hidden_state.float(), pooled(out).float()
 
     return run
 
@@ -111,18 +119,20 @@ def _onnxruntime(name: str, base: torch.nn.Module, tmp: Path) -> Peer:
 
 
 def _onnx(base: torch.nn.Module, tmp: Path) -> Path:
-    """HF's eager BertModel as ONNX (opset 17), batch and sequence dynamic; written once."""
+    """HF's eager base model as ONNX (opset 17), batch and sequence dynamic; written once.
+    Its inputs are the model's own (DistilBERT takes no token_type_ids)."""
     raw = tmp / "bert.onnx"
     if not raw.exists():
-        dummy = (torch.ones(2, 16, dtype=torch.long),) * 3
+        names = ["input_ids", "attention_mask"]
+        if "token_type_ids" in inspect.signature(base.forward).parameters:
+            names.append("token_type_ids")
+        dummy = (torch.ones(2, 16, dtype=torch.long),) * len(names)
         axes = {0: "batch", 1: "seq"}
         torch.onnx.export(
-            _Positional(hf_model(base, "eager")), dummy, str(raw),
-            input_names=["input_ids", "attention_mask", "token_type_ids"],
+            _Positional(hf_model(base, "eager"), names), dummy, str(raw), input_names=names,
             output_names=["last_hidden_state", "pooler_output"], opset_version=17,
-            dynamic_axes={k: axes for k in ("input_ids", "attention_mask", "token_type_ids",
-                                            "last_hidden_state")} | {"pooler_output": {0: "b"}},
-            dynamo=False)
+            dynamic_axes={k: axes for k in (*names, "last_hidden_state")}
+            | {"pooler_output": {0: "b"}}, dynamo=False)
     return raw
 
 
@@ -172,17 +182,15 @@ def _nncf_int8(model: Any, calibration: Sequence[Batch]) -> Any:
 
 
 class _Positional(torch.nn.Module):
-    """BertModel with the three inputs as positional arguments, for the ONNX exporter."""
+    """A base model with its inputs as positional arguments, for the ONNX exporter."""
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self, model: torch.nn.Module, names: list[str]) -> None:
         super().__init__()
-        self.model = model
+        self.model, self.names = model, names
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                token_type_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask,
-                         token_type_ids=token_type_ids)
-        return out.last_hidden_state, out.pooler_output
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.model(**dict(zip(self.names, inputs, strict=True)))
+        return out.last_hidden_state, pooled(out)
 
 
 def temp_dir() -> tempfile.TemporaryDirectory[str]:

@@ -18,14 +18,14 @@ from rich.table import Table
 from autotune.bench import PEERS
 from autotune.bench.lengths import LengthMix, make_batch, parse_lengths
 from autotune.bench.memory import peak_mb, reset_peak, rss_mb, weights_at_precisions_mb
-from autotune.bench.peers import Peer, PeerUnavailable, build_peer, temp_dir
+from autotune.bench.peers import Peer, PeerUnavailable, build_peer, pooled, temp_dir
 from autotune.errors import UserError
 from autotune.fingerprint import machine
 from autotune.measure.timing import time_many
 from autotune.models.bert import BertArch, Bucket, resolve_model
 from autotune.runtime.config import TunedConfig, check_fit, parse_config
 from autotune.runtime.model import FallbackWarning, TunedBert
-from autotune.runtime.weights import random_weights, read_checkpoint, strip_prefix
+from autotune.runtime.weights import read_checkpoint, strip_prefix
 
 
 @dataclass
@@ -62,21 +62,39 @@ def default_shapes(cfg: TunedConfig, max_positions: int) -> tuple[Bucket, ...]:
     return tuple(Bucket(b, s) for b in batches for s in seqs)
 
 
-def base_model(arch: BertArch, folder: Path | None) -> tuple[torch.nn.Module, str]:
-    """HF BertModel (float32, eager attention) with the real weights when there are any."""
-    from transformers import BertConfig, BertModel
+def hf_config(arch: BertArch) -> Any:
+    """The transformers config of ``arch``'s family (eager attention)."""
+    from transformers import AutoConfig
 
-    hf_config: Any = BertConfig(**arch.to_dict())
-    hf_config._attn_implementation = "eager"
-    hf = BertModel(hf_config).eval()
+    fields = arch.to_dict()
+    fields.pop("family", None)
+    fields.pop("pad_token_id", None)
+    back = {field: key for key, field in arch.spec.config_keys}
+    kwargs = {back.get(k, k): v for k, v in fields.items()}
+    if arch.spec.offset_positions:
+        kwargs["pad_token_id"] = arch.pad_token_id
+    if arch.family == "electra":
+        kwargs["embedding_size"] = arch.hidden_size
+    cfg = AutoConfig.for_model(arch.family, **kwargs)
+    cfg._attn_implementation = "eager"
+    return cfg
+
+
+def base_model(arch: BertArch, folder: Path | None) -> tuple[torch.nn.Module, str]:
+    """The family's HF base model (BertModel, RobertaModel, ...; float32, eager attention)
+    with the real weights when there are any, else HF's own initialisation (seeded)."""
+    from transformers import AutoModel
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        hf = AutoModel.from_config(hf_config(arch)).eval()
     state = read_checkpoint(folder) if folder else None
-    source = "checkpoint"
     if state is None:
-        state, source = random_weights(arch), "random weights"
+        return hf, "random weights"
     missing, _ = hf.load_state_dict(strip_prefix(state), strict=False)
     if [k for k in missing if "position_ids" not in k and not k.startswith("pooler")]:
         raise ValueError(f"checkpoint is missing {missing[:3]}")
-    return hf, source
+    return hf, "checkpoint"
 
 
 def _accuracy(got: tuple[torch.Tensor, torch.Tensor], ref: tuple[torch.Tensor, torch.Tensor],
@@ -96,7 +114,7 @@ def _build(name: str, hf: torch.nn.Module, cfg: TunedConfig, arch: BertArch, tmp
 
         def run(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
             out = model(**batch)
-            return out.last_hidden_state, out.pooler_output
+            return out.last_hidden_state, pooled(out)
 
         peer = Peer("tuned", run, f"autotune runtime, {Path(str(cfg.model_name)).name} config",
                     [model])
@@ -115,7 +133,7 @@ def run_bench(opts: BenchOptions, console: Console) -> dict[str, Any]:
         check_fit(cfg, resolved.arch)
     for w in caught:
         console.print(f"[yellow]note:[/] {w.message}")
-    top = resolved.arch.max_position_embeddings
+    top = resolved.arch.max_seq
     shapes = opts.shapes or default_shapes(cfg, top)
     too_long = [b.label for b in shapes if b.seq > top]
     if too_long:
@@ -128,7 +146,8 @@ def run_bench(opts: BenchOptions, console: Console) -> dict[str, Any]:
                       "same random weights (timings are valid, accuracy is judged on them)")
     # Static int8 peers calibrate on inputs like the timed ones (never the same batches).
     calibration = [make_batch(1, min(128, top), resolved.arch.vocab_size, mix,
-                              opts.seed + 10_000 + i, pad_to_longest=True) for i in range(16)]
+                              opts.seed + 10_000 + i, pad_to_longest=True,
+                              token_types=resolved.arch.n_token_types) for i in range(16)]
     peers: list[Peer] = []
     weights_mb: dict[str, float | None] = {}
     skipped: dict[str, str] = {}
@@ -186,10 +205,10 @@ def _bench_bucket(bucket: Bucket, peers: list[Peer], hf: torch.nn.Module, arch: 
     # Every contender gets the batch as HF tokenizers give it (padding=True): padded to its
     # longest input, not to the bucket; the tuned model then runs its own layout.
     batch = make_batch(bucket.batch, bucket.seq, arch.vocab_size, mix, opts.seed,
-                       pad_to_longest=True)
+                       pad_to_longest=True, token_types=arch.n_token_types)
     with torch.inference_mode():
         ref_out = hf(**batch)
-    ref = (ref_out.last_hidden_state.float(), ref_out.pooler_output.float())
+    ref = (ref_out.last_hidden_state.float(), pooled(ref_out).float())
     acc: dict[str, tuple[float, float]] = {}
     peak: dict[str, float | None] = {}
     for p in peers:

@@ -22,6 +22,34 @@ OP_KINDS = ("embeddings", "qkv_proj", "attention", "attn_out", "ffn_up", "ffn_do
 
 
 @dataclass(frozen=True)
+class Family:
+    """What a BERT-style encoder family does differently from BERT: the operators are the
+    same seven kinds, the config keys, weight names, embeddings rule and pooler are not."""
+
+    model_type: str  # HF config ``model_type``
+    hf_class: str  # the transformers base model class
+    token_types: bool  # the model takes token_type_ids
+    pooler: bool  # the base model has a pooler layer
+    # RoBERTa: position ids count the non-padding tokens from ``pad_token_id + 1`` (padding
+    # tokens get ``pad_token_id``), so ``pad_token_id + 1`` positions are never a token's
+    offset_positions: bool = False
+    config_keys: tuple[tuple[str, str], ...] = ()  # (HF key, BertArch field) renames
+
+
+FAMILIES: dict[str, Family] = {f.model_type: f for f in (
+    Family("bert", "BertModel", token_types=True, pooler=True),
+    Family("roberta", "RobertaModel", token_types=True, pooler=True, offset_positions=True),
+    Family("xlm-roberta", "XLMRobertaModel", token_types=True, pooler=True,
+           offset_positions=True),
+    Family("electra", "ElectraModel", token_types=True, pooler=False),
+    Family("distilbert", "DistilBertModel", token_types=False, pooler=False, config_keys=(
+        ("dim", "hidden_size"), ("n_layers", "num_hidden_layers"),
+        ("n_heads", "num_attention_heads"), ("hidden_dim", "intermediate_size"),
+        ("activation", "hidden_act"))),
+)}
+
+
+@dataclass(frozen=True)
 class BertArch:
     """The numbers that fix every operator's shapes (HF ``BertConfig`` field names)."""
 
@@ -34,8 +62,16 @@ class BertArch:
     type_vocab_size: int = 2
     layer_norm_eps: float = 1e-12
     hidden_act: str = "gelu"
+    family: str = "bert"  # a key of FAMILIES
+    pad_token_id: int = 0  # read for offset positions (RoBERTa) only; 0 elsewhere
 
     def __post_init__(self) -> None:
+        if self.family not in FAMILIES:
+            raise UserError(f"unknown model family {self.family!r}; supported: "
+                            f"{', '.join(FAMILIES)}")
+        if self.max_seq < 1:
+            raise UserError(f"max_position_embeddings {self.max_position_embeddings} leaves "
+                            "no positions for tokens")
         if self.hidden_size % self.num_attention_heads:
             raise UserError(
                 f"hidden_size {self.hidden_size} is not a multiple of "
@@ -49,8 +85,29 @@ class BertArch:
     def head_dim(self) -> int:
         return self.hidden_size // self.num_attention_heads
 
+    @property
+    def spec(self) -> Family:
+        return FAMILIES[self.family]
+
+    @property
+    def max_seq(self) -> int:
+        """The longest input: RoBERTa-style offsets take ``pad_token_id + 1`` positions."""
+        if self.spec.offset_positions:
+            return self.max_position_embeddings - self.pad_token_id - 1
+        return self.max_position_embeddings
+
+    @property
+    def n_token_types(self) -> int:
+        """Token types the model takes as input: 0 (no token_type_ids), 1 (all zero) or more."""
+        return self.type_vocab_size if self.spec.token_types else 0
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields; BERT's leave out the family fields, so that configs of BERT models
+        written before families existed keep their architecture hash."""
+        d = asdict(self)
+        if self.family == "bert":
+            del d["family"], d["pad_token_id"]
+        return d
 
     @property
     def hash(self) -> str:
@@ -58,13 +115,21 @@ class BertArch:
 
     @classmethod
     def from_hf_config(cls, cfg: dict[str, Any], source: str) -> BertArch:
+        model_type = cfg.get("model_type", "bert")
+        family = FAMILIES.get(model_type)
+        if family is None:
+            raise UserError(f"{source}: model_type is {model_type!r}; supported: "
+                            f"{', '.join(FAMILIES)}")
+        cfg = {**cfg, **{field: cfg[key] for key, field in family.config_keys if key in cfg}}
         missing = [k for k in ("vocab_size", "hidden_size", "num_hidden_layers",
                                "num_attention_heads", "intermediate_size") if k not in cfg]
         if missing:
-            raise UserError(f"{source}: not a BERT config, missing {', '.join(missing)}")
-        model_type = cfg.get("model_type", "bert")
-        if model_type != "bert":
-            raise UserError(f"{source}: model_type is {model_type!r}; only BERT is supported")
+            raise UserError(f"{source}: not a {model_type} config, missing {', '.join(missing)}")
+        if model_type == "electra" and cfg.get("embedding_size", cfg["hidden_size"]) != \
+                cfg["hidden_size"]:
+            raise UserError(f"{source}: ELECTRA with embedding_size {cfg['embedding_size']} ≠ "
+                            f"hidden_size {cfg['hidden_size']} (a projection after the "
+                            "embeddings) is not supported")
         act = cfg.get("hidden_act", "gelu")
         if act not in ("gelu", "gelu_new", "gelu_pytorch_tanh"):
             raise UserError(f"{source}: hidden_act {act!r} is not supported")
@@ -76,9 +141,14 @@ class BertArch:
                 num_attention_heads=int(cfg["num_attention_heads"]),
                 intermediate_size=int(cfg["intermediate_size"]),
                 max_position_embeddings=int(cfg.get("max_position_embeddings", 512)),
-                type_vocab_size=int(cfg.get("type_vocab_size", 2)),
+                # a family without token types gets one all-zero type row
+                type_vocab_size=int(cfg.get("type_vocab_size", 2)) if family.token_types
+                else 1,
                 layer_norm_eps=float(cfg.get("layer_norm_eps", 1e-12)),
                 hidden_act=str(act),
+                family=model_type,
+                pad_token_id=int(cfg.get("pad_token_id") or 0) if family.offset_positions
+                else 0,
             )
         except (TypeError, ValueError) as e:
             raise UserError(f"{source}: bad value in config: {e}") from None
@@ -90,6 +160,14 @@ KNOWN_ARCHITECTURES: dict[str, BertArch] = {
     "bert-large-uncased": BertArch(30522, 1024, 24, 16, 4096),
     "bert-large-cased": BertArch(28996, 1024, 24, 16, 4096),
     "sentence-transformers/all-MiniLM-L6-v2": BertArch(30522, 384, 6, 12, 1536),
+    "roberta-base": BertArch(50265, 768, 12, 12, 3072, 514, 1, 1e-5, family="roberta",
+                             pad_token_id=1),
+    "xlm-roberta-base": BertArch(250002, 768, 12, 12, 3072, 514, 1, 1e-5,
+                                 family="xlm-roberta", pad_token_id=1),
+    "distilbert-base-uncased": BertArch(30522, 768, 6, 12, 3072, 512, 1,
+                                        family="distilbert"),
+    "google/electra-base-discriminator": BertArch(30522, 768, 12, 12, 3072,
+                                                  family="electra"),
 }
 
 
@@ -232,7 +310,7 @@ def default_buckets(arch: BertArch) -> list[Bucket]:
     nearest bucket's choice. Token-wise GEMMs see 32, 128, 1,024 and 4,096 rows (every call
     of 16-16,384 rows within 4x of one); attention sees sequences of 32, 128 and the maximum
     (512 for BERT) at batch 1 and 8."""
-    top = arch.max_position_embeddings
+    top = arch.max_seq
     short, mid, long = min(32, top), min(DEFAULT_SEQ_LEN, top), min(512, top)
     pairs = [(1, short), (1, mid), (8, mid), (8, long)]
     return [Bucket(b, s) for b, s in sorted(set(pairs), key=lambda p: (p[0] * p[1], p[0]))]
@@ -243,9 +321,9 @@ def workload(arch: BertArch, buckets: list[Bucket]) -> list[OpInstance]:
     h, i, n_layers = arch.hidden_size, arch.intermediate_size, arch.num_hidden_layers
     out: list[OpInstance] = []
     for bk in buckets:
-        if bk.seq > arch.max_position_embeddings:
-            raise UserError(f"sequence length {bk.seq} exceeds the model's "
-                            f"max_position_embeddings {arch.max_position_embeddings}")
+        if bk.seq > arch.max_seq:
+            raise UserError(f"sequence length {bk.seq} exceeds the model's longest input "
+                            f"({arch.max_seq} tokens)")
         m = bk.batch * bk.seq
         shapes: dict[str, dict[str, list[int]]] = {
             "embeddings": {"input_ids": [bk.batch, bk.seq], "out": [bk.batch, bk.seq, h]},
@@ -258,6 +336,8 @@ def workload(arch: BertArch, buckets: list[Bucket]) -> list[OpInstance]:
             "pooler": {"rows": [bk.batch], "weight": [h, h], "out": [bk.batch, h]},
         }
         for kind in OP_KINDS:
+            if kind == "pooler" and not arch.spec.pooler:
+                continue
             count = 1 if kind in ("embeddings", "pooler") else n_layers
             out.append(OpInstance(kind, bk, shapes[kind], count))
     return out

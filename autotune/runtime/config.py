@@ -158,9 +158,9 @@ def parse_config(source: str | Path | dict[str, Any]) -> TunedConfig:
             if problems:
                 raise ConfigError(f"{where}: {field}.params.{problems[0]}")
             b = Bucket(e["bucket"]["batch"], e["bucket"]["seq"])
-            if b.seq > arch.max_position_embeddings:
+            if b.seq > arch.max_seq:
                 raise ConfigError(f"{where}: {field}.bucket.seq: {b.seq} exceeds the model's "
-                                  f"max_position_embeddings {arch.max_position_embeddings}")
+                                  f"longest input ({arch.max_seq} tokens)")
             choices.append(Choice(b, e["variant"], dict(e["params"]), e["latency_ms"],
                                   e["baseline_ms"], e["rel_error"]))
         ops[kind] = tuple(sorted(choices, key=lambda c: (c.bucket.batch * c.bucket.seq,

@@ -12,6 +12,7 @@ built on first use, under a lock: one loaded model serves callers on several thr
 
 from __future__ import annotations
 
+import inspect
 import math
 import threading
 import warnings
@@ -21,7 +22,7 @@ from typing import Any
 
 import torch
 
-from autotune.models.bert import BertArch, Bucket, resolve_model
+from autotune.models.bert import FAMILIES, BertArch, Bucket, resolve_model
 from autotune.ops import cast_inputs, get_variant, op_spec
 from autotune.ops.attention import key_lengths
 from autotune.ops.registry import OpFn, Output, Tensors
@@ -221,6 +222,10 @@ class TunedBert(torch.nn.Module):
             attention_mask = torch.ones_like(input_ids)
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
+        if position_ids is None and self.arch.spec.offset_positions:
+            # RoBERTa: non-padding tokens count from pad_token_id + 1; padding gets pad_token_id
+            real = input_ids.ne(self.arch.pad_token_id)
+            position_ids = torch.cumsum(real, dim=1) * real + self.arch.pad_token_id
         padded = -(-seq // self.pad_to) * self.pad_to
         if self.varlen:
             lengths = attention_mask.sum(dim=1)
@@ -315,17 +320,26 @@ class TunedBert(torch.nn.Module):
         return full.view(batch, seq, heads, d).transpose(1, 2)
 
 
-def _find_bert(model: torch.nn.Module) -> torch.nn.Module:
-    for m in model.modules():
-        if type(m).__name__ == "BertModel":
-            return m
-    raise TypeError(f"{type(model).__name__} holds no BertModel to tune")
+_BASE_MODELS = {f.hf_class for f in FAMILIES.values()}
 
 
-def apply(model: torch.nn.Module, config: str | Path | TunedConfig,
-          strict: bool = False) -> torch.nn.Module:
-    """Patch the BertModel inside ``model`` (BertModel, BertFor*, sentence-transformers) to run
-    the tuned operators; heads keep working. Returns ``model``."""
+def _find_bert(model: Any) -> torch.nn.Module:
+    """The encoder inside a model, a task model or a ``transformers`` pipeline."""
+    if not isinstance(model, torch.nn.Module):  # a pipeline holds its model here
+        model = getattr(model, "model", model)
+    if isinstance(model, torch.nn.Module):
+        for m in model.modules():
+            if type(m).__name__ in _BASE_MODELS:
+                return m
+    raise TypeError(f"{type(model).__name__} holds no encoder autotune can tune (one of "
+                    f"{', '.join(sorted(_BASE_MODELS))})")
+
+
+def apply(model: Any, config: str | Path | TunedConfig, strict: bool = False) -> Any:
+    """Patch the encoder inside ``model`` (BertModel, RobertaModel, XLMRobertaModel,
+    ElectraModel or DistilBertModel, alone, with a task head, in a sentence-transformers
+    model or in a ``transformers`` pipeline) to run the tuned operators; heads keep working.
+    Returns ``model``."""
     cfg = config if isinstance(config, TunedConfig) else parse_config(config)
     bert = _find_bert(model)
     hf_config: Any = getattr(bert, "config")  # noqa: B009  (a transformers PretrainedConfig)
@@ -333,10 +347,13 @@ def apply(model: torch.nn.Module, config: str | Path | TunedConfig,
     check_fit(cfg, arch, strict)
     tuned = TunedBert(arch, dict(bert.state_dict()), cfg)
     original = bert.forward
+    signature = inspect.signature(original)  # families differ in their arguments' order
+    var_kw = [n for n, p in signature.parameters.items() if p.kind == p.VAR_KEYWORD]
 
     def forward(*args: Any, **kwargs: Any) -> Any:
-        names = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
-        kwargs.update(zip(names, args, strict=False))
+        kwargs = dict(signature.bind_partial(*args, **kwargs).arguments)
+        for name in var_kw:
+            kwargs.update(kwargs.pop(name, {}))
         if any(kwargs.get(k) not in (None, False) for k in _UNSUPPORTED) \
                 or kwargs.get("input_ids") is None:
             return original(**kwargs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import struct
 from collections.abc import Mapping
 from pathlib import Path
@@ -50,7 +51,8 @@ def read_checkpoint(folder: Path) -> Tensors | None:
 
 
 def random_weights(arch: BertArch, seed: int = 0) -> Tensors:
-    """HF-style initialisation (normal, std 0.02; LayerNorm 1 and 0), under HF's names."""
+    """HF-style initialisation (normal, std 0.02; LayerNorm 1 and 0), under HF BERT's names
+    (whatever the family: ``split_weights`` reads them), with a pooler if the family has one."""
     gen = torch.Generator().manual_seed(seed)
     h, i = arch.hidden_size, arch.intermediate_size
 
@@ -63,9 +65,9 @@ def random_weights(arch: BertArch, seed: int = 0) -> Tensors:
         "embeddings.token_type_embeddings.weight": normal(arch.type_vocab_size, h),
         "embeddings.LayerNorm.weight": torch.ones(h),
         "embeddings.LayerNorm.bias": torch.zeros(h),
-        "pooler.dense.weight": normal(h, h),
-        "pooler.dense.bias": torch.zeros(h),
     }
+    if arch.spec.pooler:
+        sd["pooler.dense.weight"], sd["pooler.dense.bias"] = normal(h, h), torch.zeros(h)
     for n in range(arch.num_hidden_layers):
         p = f"encoder.layer.{n}."
         for name, (rows, cols) in {
@@ -91,11 +93,43 @@ def strip_prefix(sd: Mapping[str, torch.Tensor]) -> Tensors:
     return {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
 
 
+# DistilBERT's names for BERT's (regex on the name after the model prefix).
+_DISTILBERT_NAMES = (
+    (r"^transformer\.layer\.", "encoder.layer."),
+    (r"\.attention\.q_lin\.", ".attention.self.query."),
+    (r"\.attention\.k_lin\.", ".attention.self.key."),
+    (r"\.attention\.v_lin\.", ".attention.self.value."),
+    (r"\.attention\.out_lin\.", ".attention.output.dense."),
+    (r"\.sa_layer_norm\.", ".attention.output.LayerNorm."),
+    (r"\.ffn\.lin1\.", ".intermediate.dense."),
+    (r"\.ffn\.lin2\.", ".output.dense."),
+    (r"\.output_layer_norm\.", ".output.LayerNorm."),
+)
+
+
+def bert_names(sd: Mapping[str, torch.Tensor]) -> Tensors:
+    """The encoder's weights under HF BERT's names, whatever the family (RoBERTa, XLM-R and
+    ELECTRA use BERT's under another prefix; DistilBERT its own)."""
+    w = strip_prefix(sd)
+    if not any(k.startswith("transformer.layer.") for k in w):
+        return w
+    out = {}
+    for k, v in w.items():
+        for pattern, repl in _DISTILBERT_NAMES:
+            k = re.sub(pattern, repl, k)
+        out[k] = v
+    return out
+
+
 def split_weights(sd: Mapping[str, torch.Tensor], arch: BertArch) -> tuple[
         Tensors, list[dict[str, Tensors]], Tensors | None]:
     """HF names → (embeddings, [per layer: kind → weights], pooler or None), float32, under
-    the names each op kind's ``make_weights`` uses."""
-    w = strip_prefix(sd)
+    the names each op kind's ``make_weights`` uses. A family without token types gets one
+    all-zero type row."""
+    w = bert_names(sd)
+    if not arch.spec.token_types:
+        word = w["embeddings.word_embeddings.weight"]
+        w["embeddings.token_type_embeddings.weight"] = word.new_zeros(1, arch.hidden_size)
 
     def get(name: str) -> torch.Tensor:
         if name not in w:

@@ -21,6 +21,7 @@ import torch
 from optuna.trial import TrialState
 
 from autotune.bench.lengths import make_batch, parse_lengths
+from autotune.bench.peers import pooled
 from autotune.fingerprint import machine
 from autotune.measure.run import execution_device
 from autotune.measure.timing import time_many, time_many_cuda
@@ -64,14 +65,17 @@ class Composer:
         self.on = execution_device(device)  # where tensors live (CPU under the interpreter)
         self.state = {k: v.to(self.on) for k, v in state.items()}
         mix = parse_lengths(lengths, resolved.path or resolved.name,
-                            self.arch.max_position_embeddings)
+                            self.arch.max_seq)
         self.lengths_desc = mix.desc
         # as production sends them: each batch padded to its longest input
         self.batches = [{k: v.to(self.on) for k, v in make_batch(
-            b.batch, b.seq, self.arch.vocab_size, mix, seed=i, pad_to_longest=True).items()}
+            b.batch, b.seq, self.arch.vocab_size, mix, seed=i, pad_to_longest=True,
+            token_types=self.arch.n_token_types).items()}
             for i, b in enumerate(buckets)]
         hf, _ = base_model(self.arch, None)
-        hf.load_state_dict(state, strict=False)
+        missing, unexpected = hf.load_state_dict(state, strict=False)
+        assert not unexpected and not [k for k in missing if "position_ids" not in k], \
+            (missing, unexpected)
         hf.to(self.on)
         with torch.inference_mode():
             self.refs = [hf(**batch) for batch in self.batches]
@@ -114,8 +118,7 @@ class Composer:
             keep = batch["attention_mask"].bool()
             rel = float((got.last_hidden_state - ref.last_hidden_state)[keep].norm()
                         / ref.last_hidden_state[keep].norm())
-            cos = float(torch.nn.functional.cosine_similarity(
-                got.pooler_output, ref.pooler_output).min())
+            cos = float(torch.nn.functional.cosine_similarity(pooled(got), pooled(ref)).min())
             out.append((rel, cos))
         return out
 
@@ -297,10 +300,9 @@ def _comp_of(params: dict[str, Any], composer: Composer) -> Composition:
 
 
 def load_state(resolved: ResolvedModel) -> tuple[dict[str, torch.Tensor], str]:
-    from autotune.runtime.weights import random_weights, read_checkpoint, strip_prefix
+    """The weights the study judges accuracy on (HF names of the model's family): the
+    checkpoint's, else the HF model's own seeded initialisation."""
+    from autotune.bench.run import base_model
 
-    state = read_checkpoint(resolved.path) if resolved.path else None
-    if state is None:
-        return random_weights(resolved.arch), "random weights"
-    return strip_prefix(state), "checkpoint"
-
+    hf, source = base_model(resolved.arch, resolved.path)
+    return dict(hf.state_dict()), source

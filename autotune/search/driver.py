@@ -18,6 +18,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from autotune.cli_common import TRIAL_TIMEOUT_S
 from autotune.errors import UserError
 from autotune.measure import MeasureResult, MeasureTask, MeasureWorker
 from autotune.models.bert import (
@@ -72,7 +73,7 @@ class SearchOptions:
     max_rel_error: float = 0.02
     storage: str = "sqlite:///db/autotune.sqlite3"
     spaces_dir: Path = Path("search_spaces")
-    trial_timeout: float = 120.0
+    trial_timeout: float = TRIAL_TIMEOUT_S
     time_per_trial: float = 1.0
     top_k: int = 3
     compose_trials: int = 4  # model-level study after the per-op ones (0: none)
@@ -95,7 +96,7 @@ class SearchOptions:
         if self.default_workload:
             return default_buckets(arch)
         return [Bucket(b, s) for b in self.batch_sizes or DEFAULT_BATCH_SIZES
-                for s in self.seq_lens or (min(DEFAULT_SEQ_LEN, arch.max_position_embeddings),)]
+                for s in self.seq_lens or (min(DEFAULT_SEQ_LEN, arch.max_seq),)]
 
 
 @dataclass
@@ -187,9 +188,12 @@ class Searcher:
                 study.set_user_attr(k, v)
         # SQLite has one writer, so a RUNNING trial here was left by a killed run.
         if self.url.startswith("sqlite"):
+            study_id = self.storage.get_study_id_from_name(study.study_name)
             for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-                study._storage.set_trial_user_attr(t._trial_id, "reason", "stale: run was killed")
-                study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+                trial_id = self.storage.get_trial_id_from_study_id_trial_number(study_id,
+                                                                                t.number)
+                self.storage.set_trial_user_attr(trial_id, "reason", "stale: run was killed")
+                self.storage.set_trial_state_values(trial_id, TrialState.FAIL)
         return study
 
     def task(self, inst: OpInstance, params: Params, budget: float) -> MeasureTask:

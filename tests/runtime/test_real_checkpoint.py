@@ -69,3 +69,39 @@ def test_apply_to_sentence_transformer(model_dir: Path) -> None:
     autotune.apply(model, _config(model_dir, F32_GEMM, "float32", pad_to_multiple=8))
     after = model.encode(SENTENCES, convert_to_tensor=True, normalize_embeddings=True)
     assert ((before * after).sum(-1)).min() >= 0.9999
+
+
+def test_pipelines_run_the_tuned_model_and_keep_their_labels(model_dir: Path) -> None:
+    """``autotune.apply`` on transformers pipelines (real MiniLM weights and tokenizer; the
+    classification head is random but seeded): feature vectors keep their direction and
+    every confident label stays the same."""
+    import transformers
+
+    cfg = _config(model_dir, BF16_GEMM, "bfloat16", varlen=True)
+    tok = transformers.AutoTokenizer.from_pretrained(str(model_dir))
+    torch.manual_seed(0)
+    clf = transformers.AutoModelForSequenceClassification.from_pretrained(
+        str(model_dir), num_labels=3).eval()
+    with torch.no_grad():  # a head that separates the labels (HF's init makes near ties)
+        clf.classifier.weight.normal_(0.0, 0.2, generator=torch.Generator().manual_seed(0))
+    texts = [*SENTENCES, "Refund please", "I love this product, it works great every day."]
+    for task, model in (("feature-extraction",
+                         transformers.AutoModel.from_pretrained(str(model_dir))),
+                        ("text-classification", clf)):
+        pipe = transformers.pipeline(task, model=model, tokenizer=tok, device="cpu")
+        kwargs = {"top_k": None} if task == "text-classification" else {}
+        before = pipe(texts, **kwargs)
+        assert autotune.apply(pipe, cfg) is pipe
+        after = pipe(texts, **kwargs)
+        if task == "feature-extraction":
+            for a, b in zip(after, before, strict=True):
+                a_, b_ = torch.tensor(a[0]), torch.tensor(b[0])
+                assert float(torch.nn.functional.cosine_similarity(a_, b_).min()) > 0.99
+            continue
+        confident = 0
+        for a, b in zip(after, before, strict=True):
+            ranked = sorted(b, key=lambda r: -r["score"])
+            if ranked[0]["score"] - ranked[1]["score"] > 0.02:
+                confident += 1
+                assert max(a, key=lambda r: r["score"])["label"] == ranked[0]["label"]
+        assert confident >= len(texts) // 2
