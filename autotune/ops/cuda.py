@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from autotune.ops.registry import OpFn, Tensors, precision_dtype
+from autotune.ops.registry import OpFn, Tensors, compile_any_shape, precision_dtype
 from autotune.space import Value
 
 if TYPE_CHECKING:
@@ -34,8 +34,7 @@ def vendor(fn: Callable[[Tensors], Any], p: Mapping[str, Value]) -> OpFn:
     """The torch path of an op as a variant: TF32 matmuls when asked for, compiled for the
     ``compiled`` variant. ``compile_mode`` is torch.compile's mode (default, max-autotune...)."""
     if p["variant"] == "compiled":
-        fn = torch.compile(fn, mode=str(p.get("compile_mode", "default")), dynamic=False,
-                           fullgraph=True)
+        fn = compile_any_shape(fn, str(p.get("compile_mode", "default")))
     if p.get("precision") != "tfloat32":
         return fn
 

@@ -11,7 +11,15 @@ from autotune.kernels.cpu import with_threads
 from autotune.kernels.derived import derived
 from autotune.models.bert import BertArch, Bucket
 from autotune.ops import common, cuda
-from autotune.ops.registry import OpFn, OpSpec, Tensors, precision_dtype, register_op, variant
+from autotune.ops.registry import (
+    OpFn,
+    OpSpec,
+    Tensors,
+    compile_any_shape,
+    precision_dtype,
+    register_op,
+    variant,
+)
 from autotune.space import Value
 
 
@@ -97,7 +105,7 @@ def _fused_tables(w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Bu
 def _compiled(w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Bucket) -> OpFn:
     """torch.compile (inductor) of the eager gather+add+LayerNorm: one generated C++ loop."""
     eager = _eager(w, {**p, "threads": 0}, arch, bucket)
-    compiled = torch.compile(eager, dynamic=False, fullgraph=True)
+    compiled = compile_any_shape(eager)
     return with_threads(compiled, int(p["threads"]))
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -64,6 +65,13 @@ def variant(
         return build
 
     return deco
+
+
+def compile_any_shape(fn: Callable[[Tensors], Any], mode: str = "default") -> Callable[..., Any]:
+    """``torch.compile`` of an op for the shape it is first called at (the bucket's, as the
+    search measured it); a call at another shape recompiles once with dynamic sizes instead of
+    failing when the runtime sends more shapes than the recompile limit."""
+    return torch.compile(fn, mode=mode, dynamic=None, fullgraph=True)
 
 
 def precision_dtype(params: Mapping[str, Value]) -> torch.dtype:

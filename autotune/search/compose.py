@@ -35,6 +35,13 @@ from autotune.storage.results import precision_of
 PAD_MULTIPLES = (1, 8, 32)
 # Layout choices: padding multiple, padding-free execution, and one thread count for all ops
 # (per-op thread counts are measured in isolation; switching between them costs end to end).
+# A composition whose buckets share a weight layout is kept when it is at most this much
+# slower end to end than the one holding a copy per layout (one interleaved measurement's
+# noise on this kind of machine).
+SHARE_NOISE = 0.02
+# Kinds whose weights are big enough for a second layout to matter (attention has none; the
+# embeddings' variants share their cast tables; the pooler's weight is one h×h matrix).
+LAYOUT_KINDS = ("qkv_proj", "attn_out", "ffn_up", "ffn_down")
 PRECISION_RANK = {"int8": 0, "bfloat16": 1, "float16": 2, "tfloat32": 3, "float32": 4}
 Candidates = dict[str, dict[Bucket, list[dict[str, Any]]]]  # kind -> bucket -> ranked configs
 
@@ -145,6 +152,23 @@ class Composer:
                 "rel_error": rel, "pooler_cos": cos,
                 "bucket_violations": [self.violation(r, c) for r, c in per_bucket]}
 
+    def share_layout(self, comp: Composition, kind: str) -> Composition | None:
+        """``comp`` with every bucket of ``kind`` on the weight layout of its largest bucket
+        (its best-ranked config of that layout there), or None when nothing would change."""
+        target = layout_key(self.entry(kind, self.buckets[-1], comp.choice[kind][-1])["params"])
+        choice = list(comp.choice[kind])
+        for j, bucket in enumerate(self.buckets):
+            ranked = self.candidates[kind][bucket]
+            if layout_key(self.entry(kind, bucket, choice[j])["params"]) == target:
+                continue
+            same = [i for i, e in enumerate(ranked) if layout_key(e["params"]) == target]
+            if same:
+                choice[j] = same[0]
+        if tuple(choice) == comp.choice[kind]:
+            return None
+        return Composition({**comp.choice, kind: tuple(choice)}, comp.pad_to_multiple,
+                           comp.varlen, comp.threads, comp.cuda_graphs)
+
     def step_back(self, comp: Composition, buckets: list[int] | None = None) -> Composition:
         """In each of ``buckets`` (indices; default all), the lowest-precision op (largest
         per-op error first) moves to its best config of the next higher precision there; the
@@ -171,6 +195,13 @@ class Composer:
             raise RuntimeError("every op already runs in float32")
         return Composition({k: tuple(v) for k, v in choice.items()}, comp.pad_to_multiple,
                            comp.varlen, comp.threads, comp.cuda_graphs)
+
+
+def layout_key(params: dict[str, Any]) -> tuple[str, ...]:
+    """What decides the copy of a weight an op holds: variant, precision and GEMM layout
+    (threads, row blocks and epilogues share one copy)."""
+    return tuple(str(params.get(k)) for k in ("variant", "precision", "impl", "fused_qkv",
+                                              "granularity", "qengine"))
 
 
 def compose_identity(resolved: ResolvedModel, buckets: list[Bucket], lengths: str,
@@ -256,8 +287,23 @@ def run_composition(storage: optuna.storages.BaseStorage, composer: Composer, tr
                      f"{res['ratio']:.2f}× the per-op winners")
         if best is not None and (best.value or float("inf")) < res["ratio"]:
             comp, res, steps = _comp_of(best.params, composer), dict(best.user_attrs), 0
+    shared = []
+    for kind in (k for k in composer.candidates if k in LAYOUT_KINDS):
+        # Buckets holding different layouts of one weight hold one copy each: share the
+        # largest bucket's layout where that costs no more than noise end to end.
+        alt = composer.share_layout(comp, kind)
+        if alt is None:
+            continue
+        alt_res = composer.evaluate(alt)
+        if composer.violation(alt_res["rel_error"], alt_res["pooler_cos"]) <= 0 and \
+                alt_res["ratio"] <= res["ratio"] * (1 + SHARE_NOISE):
+            comp, res = alt, alt_res
+            shared.append(kind)
+    if shared:
+        progress(f"one weight layout in every bucket for {', '.join(shared)} "
+                 f"({res['ratio']:.2f}× the per-op winners)")
     final = {"choice": {k: {b.label: i for b, i in zip(composer.buckets, v, strict=True)}
-                        for k, v in comp.choice.items()},
+                        for k, v in comp.choice.items()}, "shared_layout": shared,
              "pad_to_multiple": comp.pad_to_multiple,
              "varlen": comp.varlen, "threads": comp.threads,
              "cuda_graphs": comp.cuda_graphs, "stepped_back": steps,

@@ -163,3 +163,36 @@ def test_the_fastest_composition_is_stepped_back_and_shipped_when_still_fastest(
     assert final["choice"] == {"ffn_down": {"b1s8": 1, "b4s8": 0}}  # bf16 in both buckets
     assert final["stepped_back"] == 1 and final["threads"] == 0
     assert any("stepped back" in s for s in said)
+
+
+@pytest.mark.parametrize(("shared_cost", "shared"), [(1.01, True), (1.10, False)])
+def test_buckets_share_a_weight_layout_when_it_costs_no_more_than_noise(
+        tmp_path: Path, shared_cost: float, shared: bool) -> None:
+    """The small bucket's best GEMM keeps a transposed copy of the weight, the large one's a
+    oneDNN pack: the small bucket moves to the pack (one copy) when that is within noise end
+    to end, and keeps its own when it is 10% slower."""
+    from types import SimpleNamespace
+
+    from autotune.search.compose import run_composition
+    from tests.conftest import TINY
+
+    aten_t = {**BF16, "impl": "aten_t"}
+    packed = {**BF16, "impl": "onednn_packed"}
+    composer = _composer({"ffn_up": [_entry(aten_t, 0.003), _entry(packed, 0.003)]},
+                         second={"ffn_up": [_entry(packed, 0.003), _entry(FP32, 0.0)]})
+    composer.resolved = SimpleNamespace(name="tiny", arch=TINY)
+    composer.lengths_desc, composer.tol = "fixed", 0.02
+    composer.config = lambda comp: {"choice": comp.choice}
+
+    def evaluate(comp: Composition) -> dict:
+        small = composer.entry("ffn_up", B, comp.choice["ffn_up"][0])["params"]["impl"]
+        ratio = (1.0 if small == "aten_t" else shared_cost) * (1.2 if comp.threads else 1.0)
+        return {"ratio": ratio, "ms": ratio, "anchor_ms": 1.0, "rel_error": 0.01,
+                "pooler_cos": 1.0, "bucket_violations": [-0.01, -0.01]}
+
+    composer.evaluate = evaluate
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'c.sqlite3'}")
+    final = run_composition(storage, composer, 2, 0, lambda _: None)
+    assert final["choice"]["ffn_up"] == ({"b1s8": 1, "b4s8": 0} if shared
+                                         else {"b1s8": 0, "b4s8": 0})
+    assert final["shared_layout"] == (["ffn_up"] if shared else [])
