@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from autotune.models.bert import BertArch
+from autotune.models.bert import ELEMENT_BYTES, BertArch
 from autotune.runtime.config import TunedConfig
 from autotune.runtime.weights import split_weights
 from autotune.storage.results import precision_of
@@ -50,9 +50,6 @@ def peak_mb() -> float | None:
     return _status("VmHWM")
 
 
-_BYTES = {"float32": 4, "tf32": 4, "bfloat16": 2, "float16": 2, "int8": 1}
-
-
 def weights_at_precisions_mb(state: dict[str, torch.Tensor], arch: BertArch,
                              cfg: TunedConfig) -> float:
     """What a model's weights take at the precisions its tuned choices use: each matrix once
@@ -65,8 +62,8 @@ def weights_at_precisions_mb(state: dict[str, torch.Tensor], arch: BertArch,
         per_kind.append(("pooler", pool))
     total = 0
     for kind, weights in per_kind:
-        sizes = {_BYTES.get(precision_of(c.all_params), 4) for c in cfg.ops.get(kind, ())} \
-            or {4}
+        sizes = {ELEMENT_BYTES.get(precision_of(c.all_params), (4, 4))[0]
+                 for c in cfg.ops.get(kind, ())} or {4}
         for t in weights.values():
             total += t.numel() * (sum(sizes) if t.dim() >= 2 else 4)
     return total / 2**20

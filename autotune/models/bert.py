@@ -345,7 +345,7 @@ def workload(arch: BertArch, buckets: list[Bucket]) -> list[OpInstance]:
 
 #: Bytes per element of weights and of activations at each precision. Dynamic int8 quantizes
 #: activations inside the GEMM, so they cross the op boundary in float32.
-_ELEMENT_BYTES = {"float32": (4, 4), "bfloat16": (2, 2), "float16": (2, 2), "int8": (1, 4)}
+ELEMENT_BYTES = {"float32": (4, 4), "bfloat16": (2, 2), "float16": (2, 2), "int8": (1, 4)}
 
 
 def op_cost(kind: str, arch: BertArch, bucket: Bucket, precision: str = "float32",
@@ -353,7 +353,7 @@ def op_cost(kind: str, arch: BertArch, bucket: Bucket, precision: str = "float32
     """(FLOPs, bytes) of one call: multiply-adds count 2, element-wise work (bias, GELU,
     residual, LayerNorm, softmax) a few FLOPs per element; bytes are the least traffic —
     weights, inputs and outputs each moved once. An estimate for the roofline, not a profile."""
-    w, a = _ELEMENT_BYTES.get(precision, (4, 4))
+    w, a = ELEMENT_BYTES.get(precision, (4, 4))
     h, i, heads = arch.hidden_size, arch.intermediate_size, arch.num_attention_heads
     t = bucket.batch * bucket.seq
     s = bucket.seq

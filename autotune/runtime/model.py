@@ -175,7 +175,7 @@ class TunedBert(torch.nn.Module):
             return
         with self._building:
             self._released = True
-            built = set(self.ops) if self.ops else set()
+            built = set(self.ops)
             if "embeddings" in built:
                 self.emb_w = {}
             if "pooler" in built and self.pool_w is not None:

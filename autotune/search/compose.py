@@ -275,7 +275,7 @@ def run_composition(storage: optuna.storages.BaseStorage, composer: Composer, tr
                   key=lambda t: t.value if t.value is not None else float("inf"))
     best = min(feasible, key=lambda t: t.value or float("inf")) if feasible else None
     comp, res, steps = _comp_of(fastest.params, composer), dict(fastest.user_attrs), 0
-    if best is not fastest:
+    if best is None or best.number != fastest.number:  # (study.trials gives fresh copies)
         # The fastest composition breaks the bound: step back, only in the buckets over it,
         # the ops that cost the error; ship that unless a feasible trial is faster still.
         res = composer.evaluate(comp)

@@ -59,6 +59,13 @@ def test_bench_runs_every_contender_and_stores_results(tiny_model_dir: Path, con
     with create_engine(f"sqlite:///{tmp_path / 'b.sqlite3'}").connect() as c:
         assert c.execute(text("select count(*) from autotune_bench_v1")).scalar_one() == 10
     assert "it ÷ tuned" in log
+    # every kind tuned in bfloat16: matrices at 2 bytes, vectors (biases, LayerNorm) at 4
+    from autotune.bench.run import base_model
+    from autotune.models.bert import resolve_model
+
+    hf, _ = base_model(resolve_model(str(tiny_model_dir)).arch, None)
+    want = sum(t.numel() * (2 if t.dim() >= 2 else 4) for t in hf.state_dict().values())
+    assert result["weights_at_precisions_mb"] == pytest.approx(want / 2**20)
 
 
 def test_bench_without_the_peers_extra(tiny_model_dir: Path, config_file: Path, tmp_path: Path,
