@@ -15,7 +15,6 @@ import click
 
 from autotune.bench import PEERS
 from autotune.cli_common import (
-    OP_KINDS,
     SAMPLERS,
     TRIAL_TIMEOUT_S,
     device_option,
@@ -26,6 +25,7 @@ from autotune.cli_common import (
 from autotune.cli_quality import landscape, replay
 from autotune.cli_report import report, studies
 from autotune.errors import UserError
+from autotune.models.kinds import OP_KINDS
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -240,6 +240,7 @@ def _run_search(opts: SearchOptions, resolved: ResolvedModel, output: Path | Non
         console.print(f"[yellow]note:[/] {resolved.notice}")
     opts.preload = tuple(preload) or opts.preload
     searcher = Searcher(opts, resolved)
+    console.print(f"{resolved.name}: {resolved.arch.describe()}")
     budget = sum(searcher.trials(i.kind, i.bucket) for i in searcher.instances)
     console.print(f"storage: {redact(searcher.url)}   studies: {len(searcher.instances)} "
                   f"({len(searcher.buckets)} buckets: "

@@ -11,9 +11,8 @@ import click
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-# Copies of ``models.bert.OP_KINDS`` and ``search.samplers.SAMPLERS``: importing those modules
-# loads torch and optuna, which `autotune --help` should not wait for (a test keeps them equal).
-OP_KINDS = ("embeddings", "qkv_proj", "attention", "attn_out", "ffn_up", "ffn_down", "pooler")
+# A copy of ``search.samplers.SAMPLERS``: importing that module loads torch and optuna, which
+# `autotune --help` should not wait for (a test keeps them equal).
 SAMPLERS = ("tpe", "random", "grid", "gp", "cmaes")
 #: Seconds before a hanging measurement is abandoned (the CLI's default and the driver's).
 TRIAL_TIMEOUT_S = 180.0

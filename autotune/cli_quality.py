@@ -13,8 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from autotune.cli_common import OP_KINDS, device_option, storage_option, tolerance_option
+from autotune.cli_common import device_option, storage_option, tolerance_option
 from autotune.errors import UserError
+from autotune.measure.result import Status
+from autotune.models.kinds import OP_KINDS
 
 if TYPE_CHECKING:
     from autotune.search.replay import SamplerScore
@@ -91,7 +93,7 @@ def import_landscape_cmd(file: Path, output: Path | None) -> None:
     out = output or Path("landscapes") / f"{stem}.json"
     write_landscape(doc, out)
     land = load_landscape(out)  # what replay will read: checked now
-    failed = sum(1 for _, r in land.entries.values() if r.status != "ok")
+    failed = sum(1 for _, r in land.entries.values() if r.status != Status.OK)
     size = sum(1 for _ in land.search_space(Path()).configs())
     click.echo(f"wrote {out}: {land.kind} on {land.device}, {land.size} configs "
                f"({failed} failed) of the {size} its parameters span; best "

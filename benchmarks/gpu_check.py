@@ -39,7 +39,8 @@ if SMOKE and not torch.cuda.is_available():
 from autotune.bench.run import base_model  # noqa: E402
 from autotune.measure.run import execution_device  # noqa: E402
 from autotune.measure.timing import time_many, time_many_cuda  # noqa: E402
-from autotune.models.bert import OP_KINDS, BertArch, Bucket, resolve_model  # noqa: E402
+from autotune.models.bert import BertArch, Bucket, resolve_model  # noqa: E402
+from autotune.models.kinds import OP_KINDS  # noqa: E402
 from autotune.ops import cast_inputs, get_variant, op_spec, rel_error  # noqa: E402
 from autotune.settings import DEFAULT_SPACES_DIR  # noqa: E402
 

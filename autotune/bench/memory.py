@@ -9,10 +9,11 @@ from pathlib import Path
 
 import torch
 
-from autotune.models.bert import ELEMENT_BYTES, BertArch
+from autotune.models.bert import BertArch
+from autotune.models.kinds import ELEMENT_BYTES
+from autotune.ops.registry import precision_of
 from autotune.runtime.config import TunedConfig
 from autotune.runtime.weights import split_weights
-from autotune.storage.results import precision_of
 
 
 def _status(field: str) -> float | None:
@@ -55,15 +56,11 @@ def weights_at_precisions_mb(state: dict[str, torch.Tensor], arch: BertArch,
     """What a model's weights take at the precisions its tuned choices use: each matrix once
     per precision of its op kind's choices (float32 for a kind without one), vectors (biases,
     LayerNorm) in float32. A tuned model holding more than this holds copies."""
-    emb, layers, pool = split_weights(state, arch)
-    per_kind: list[tuple[str, dict[str, torch.Tensor]]] = [("embeddings", emb)]
-    per_kind += [(k, w) for layer in layers for k, w in layer.items()]
-    if pool is not None:
-        per_kind.append(("pooler", pool))
     total = 0
-    for kind, weights in per_kind:
-        sizes = {ELEMENT_BYTES.get(precision_of(c.all_params), (4, 4))[0]
+    for kind, calls in split_weights(state, arch).items():
+        sizes = {ELEMENT_BYTES.get(precision_of(kind, cfg.device, c.all_params), (4, 4))[0]
                  for c in cfg.ops.get(kind, ())} or {4}
-        for t in weights.values():
-            total += t.numel() * (sum(sizes) if t.dim() >= 2 else 4)
+        for weights in calls:
+            for t in weights.values():
+                total += t.numel() * (sum(sizes) if t.dim() >= 2 else 4)
     return total / 2**20

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from autotune.space import Value
 
-#: ok: measured (feasibility is judged by the search against its tolerance);
-#: error: the variant failed to build or run; wrong: non-finite or mis-shaped output;
-#: timeout / crash: the worker process was killed or died; interrupted: the user stopped it.
-STATUSES = ("ok", "error", "wrong", "timeout", "crash", "interrupted")
+
+class Status(StrEnum):
+    """How a measurement ended; stored as its string value (in trials, cache and landscapes)."""
+
+    OK = "ok"  # measured (feasibility is judged by the search against its tolerance)
+    ERROR = "error"  # the variant failed to build or run
+    WRONG = "wrong"  # non-finite or mis-shaped output
+    TIMEOUT = "timeout"  # the worker process was killed after the trial timeout
+    CRASH = "crash"  # the worker process died
+    INTERRUPTED = "interrupted"  # the user stopped the search (not a property of the config)
 
 
 @dataclass(frozen=True)
@@ -31,7 +38,7 @@ class MeasureTask:
 
 @dataclass(frozen=True)
 class MeasureResult:
-    status: str
+    status: Status
     reason: str = ""
     rel_error: float | None = None
     cand_ms: float | None = None
@@ -48,8 +55,9 @@ class MeasureResult:
         return self.cand_ms / self.ref_ms
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "status": self.status.value}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> MeasureResult:
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+        fields = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        return cls(**{**fields, "status": Status(fields["status"])})

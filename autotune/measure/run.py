@@ -17,7 +17,7 @@ from functools import partial
 
 import torch
 
-from autotune.measure.result import MeasureResult, MeasureTask
+from autotune.measure.result import MeasureResult, MeasureTask, Status
 from autotune.measure.timing import time_interleaved, time_many_cuda
 from autotune.models.bert import BertArch, Bucket
 from autotune.ops import cast_inputs, get_variant, op_spec, rel_error
@@ -96,7 +96,7 @@ def measure(task: MeasureTask) -> MeasureResult:
     except Exception as e:
         return _failed(f"run failed: {_describe(e)}")
     if not math.isfinite(err):
-        return MeasureResult("wrong", "non-finite output", rel_error=None)
+        return MeasureResult(Status.WRONG, "non-finite output", rel_error=None)
     spec = op_spec(task.kind)
     cand_inputs = cast_inputs(fx.timing_inputs, dtype)
     cand = [partial(fn, cand_inputs) for fn in fns]
@@ -113,11 +113,11 @@ def measure(task: MeasureTask) -> MeasureResult:
                                         cand_threads=int(task.params.get("threads", 0)))
     except Exception as e:
         return _failed(f"timing failed: {_describe(e)}", err)
-    return MeasureResult("ok", "", err, c.median_ms, c.iqr_ms, r.median_ms, r.iqr_ms, c.n)
+    return MeasureResult(Status.OK, "", err, c.median_ms, c.iqr_ms, r.median_ms, r.iqr_ms, c.n)
 
 
 def _failed(reason: str, err: float | None = None) -> MeasureResult:
     """An error result; one that left the CUDA context broken asks for a new worker."""
     sticky = any(s in reason for s in STICKY_CUDA_ERRORS)
-    return MeasureResult("error", reason, rel_error=err,
+    return MeasureResult(Status.ERROR, reason, rel_error=err,
                          extra={"restart_worker": True} if sticky else {})

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from types import TracebackType
 
-from autotune.measure.result import MeasureResult, MeasureTask
+from autotune.measure.result import MeasureResult, MeasureTask, Status
 
 STARTUP_TIMEOUT_S = 180.0
 
@@ -110,10 +110,10 @@ class MeasureWorker:
                 if time.monotonic() - start > timeout:
                     self._kill()
                     self.restarts += 1
-                    return MeasureResult("timeout", f"no result within {timeout:g} s")
+                    return MeasureResult(Status.TIMEOUT, f"no result within {timeout:g} s")
                 if should_stop is not None and should_stop():
                     self._kill()
-                    return MeasureResult("interrupted", "search interrupted by the user")
+                    return MeasureResult(Status.INTERRUPTED, "search interrupted by the user")
             result = MeasureResult.from_dict(self._conn.recv())
             if result.extra.get("restart_worker"):
                 self._kill()
@@ -123,7 +123,7 @@ class MeasureWorker:
             reason = _exit_reason(self._proc.exitcode)
             self._kill()
             self.restarts += 1
-            return MeasureResult("crash", reason)
+            return MeasureResult(Status.CRASH, reason)
         return result
 
     def close(self) -> None:

@@ -1,23 +1,3 @@
-"""Model architectures, loading and the operator workload they imply."""
-
-from __future__ import annotations
-
-from autotune.models.bert import (
-    KNOWN_ARCHITECTURES,
-    BertArch,
-    Bucket,
-    OpInstance,
-    ResolvedModel,
-    resolve_model,
-    workload,
-)
-
-__all__ = [
-    "KNOWN_ARCHITECTURES",
-    "BertArch",
-    "Bucket",
-    "OpInstance",
-    "ResolvedModel",
-    "resolve_model",
-    "workload",
-]
+"""Model architectures and families (``bert``), the operator kinds (``kinds``), resolution
+and the operator workload. Importing the package loads neither module: ``kinds`` is read by
+code that must not wait for torch (the CLI's option lists)."""

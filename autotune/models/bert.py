@@ -17,8 +17,7 @@ from urllib.parse import urlparse
 
 from autotune.errors import UserError
 from autotune.fingerprint import short_hash
-
-OP_KINDS = ("embeddings", "qkv_proj", "attention", "attn_out", "ffn_up", "ffn_down", "pooler")
+from autotune.models.kinds import KINDS
 
 
 @dataclass(frozen=True)
@@ -27,6 +26,7 @@ class Family:
     same seven kinds, the config keys, weight names, embeddings rule and pooler are not."""
 
     model_type: str  # HF config ``model_type``
+    title: str  # how people write it
     hf_class: str  # the transformers base model class
     token_types: bool  # the model takes token_type_ids
     pooler: bool  # the base model has a pooler layer
@@ -34,18 +34,30 @@ class Family:
     # tokens get ``pad_token_id``), so ``pad_token_id + 1`` positions are never a token's
     offset_positions: bool = False
     config_keys: tuple[tuple[str, str], ...] = ()  # (HF key, BertArch field) renames
+    #: (regex, replacement) from the family's weight names to BERT's, after the model prefix
+    weight_renames: tuple[tuple[str, str], ...] = ()
 
 
 FAMILIES: dict[str, Family] = {f.model_type: f for f in (
-    Family("bert", "BertModel", token_types=True, pooler=True),
-    Family("roberta", "RobertaModel", token_types=True, pooler=True, offset_positions=True),
-    Family("xlm-roberta", "XLMRobertaModel", token_types=True, pooler=True,
+    Family("bert", "BERT", "BertModel", token_types=True, pooler=True),
+    Family("roberta", "RoBERTa", "RobertaModel", token_types=True, pooler=True,
            offset_positions=True),
-    Family("electra", "ElectraModel", token_types=True, pooler=False),
-    Family("distilbert", "DistilBertModel", token_types=False, pooler=False, config_keys=(
-        ("dim", "hidden_size"), ("n_layers", "num_hidden_layers"),
-        ("n_heads", "num_attention_heads"), ("hidden_dim", "intermediate_size"),
-        ("activation", "hidden_act"))),
+    Family("xlm-roberta", "XLM-RoBERTa", "XLMRobertaModel", token_types=True, pooler=True,
+           offset_positions=True),
+    Family("electra", "ELECTRA", "ElectraModel", token_types=True, pooler=False),
+    Family("distilbert", "DistilBERT", "DistilBertModel", token_types=False, pooler=False,
+           config_keys=(("dim", "hidden_size"), ("n_layers", "num_hidden_layers"),
+                        ("n_heads", "num_attention_heads"), ("hidden_dim", "intermediate_size"),
+                        ("activation", "hidden_act")),
+           weight_renames=((r"^transformer\.layer\.", "encoder.layer."),
+                           (r"\.attention\.q_lin\.", ".attention.self.query."),
+                           (r"\.attention\.k_lin\.", ".attention.self.key."),
+                           (r"\.attention\.v_lin\.", ".attention.self.value."),
+                           (r"\.attention\.out_lin\.", ".attention.output.dense."),
+                           (r"\.sa_layer_norm\.", ".attention.output.LayerNorm."),
+                           (r"\.ffn\.lin1\.", ".intermediate.dense."),
+                           (r"\.ffn\.lin2\.", ".output.dense."),
+                           (r"\.output_layer_norm\.", ".output.LayerNorm."))),
 )}
 
 
@@ -112,6 +124,28 @@ class BertArch:
     @property
     def hash(self) -> str:
         return short_hash(self.to_dict())
+
+    def describe(self) -> str:
+        """One line for people: family and sizes."""
+        return (f"{self.spec.title}, {self.num_hidden_layers} layers, hidden {self.hidden_size}, "
+                f"{self.num_attention_heads} heads, FFN {self.intermediate_size}, vocab "
+                f"{self.vocab_size}")
+
+    def hf_config(self) -> Any:
+        """The transformers config of this architecture in its family (eager attention);
+        needs ``transformers``."""
+        from transformers import AutoConfig
+
+        fields = {k: v for k, v in self.to_dict().items() if k not in ("family", "pad_token_id")}
+        back = {field: key for key, field in self.spec.config_keys}
+        kwargs = {back.get(k, k): v for k, v in fields.items()}
+        if self.spec.offset_positions:
+            kwargs["pad_token_id"] = self.pad_token_id
+        if self.family == "electra":
+            kwargs["embedding_size"] = self.hidden_size
+        cfg = AutoConfig.for_model(self.family, **kwargs)
+        cfg._attn_implementation = "eager"
+        return cfg
 
     @classmethod
     def from_hf_config(cls, cfg: dict[str, Any], source: str) -> BertArch:
@@ -283,21 +317,6 @@ class OpInstance:
     count: int
     dtype: str = "float32"
 
-    def flops(self) -> float:
-        return op_flops(self.kind, self.shapes)
-
-
-def op_flops(kind: str, shapes: dict[str, list[int]]) -> float:
-    """Multiply-add FLOPs of one call (2 per MAC); elementwise work is not counted."""
-    if kind == "attention":
-        b, h, s, d = shapes["q"]
-        return 4.0 * b * h * s * s * d
-    if "weight" in shapes:
-        m = shapes["rows"][0]
-        n, k = shapes["weight"]
-        return 2.0 * m * n * k * (3 if kind == "qkv_proj" else 1)
-    return 0.0
-
 
 #: Batch sizes and sequence lengths of the shape buckets when only one of the two is given.
 DEFAULT_BATCH_SIZES = (1, 8)
@@ -318,56 +337,12 @@ def default_buckets(arch: BertArch) -> list[Bucket]:
 
 def workload(arch: BertArch, buckets: list[Bucket]) -> list[OpInstance]:
     """Every operator kind of one forward pass, per bucket, with shapes and call counts."""
-    h, i, n_layers = arch.hidden_size, arch.intermediate_size, arch.num_hidden_layers
     out: list[OpInstance] = []
     for bk in buckets:
         if bk.seq > arch.max_seq:
             raise UserError(f"sequence length {bk.seq} exceeds the model's longest input "
                             f"({arch.max_seq} tokens)")
-        m = bk.batch * bk.seq
-        shapes: dict[str, dict[str, list[int]]] = {
-            "embeddings": {"input_ids": [bk.batch, bk.seq], "out": [bk.batch, bk.seq, h]},
-            "qkv_proj": {"rows": [m], "weight": [h, h], "out": [bk.batch, bk.seq, 3 * h]},
-            "attention": {"q": [bk.batch, arch.num_attention_heads, bk.seq, arch.head_dim],
-                          "out": [bk.batch, bk.seq, h]},
-            "attn_out": {"rows": [m], "weight": [h, h], "out": [bk.batch, bk.seq, h]},
-            "ffn_up": {"rows": [m], "weight": [i, h], "out": [bk.batch, bk.seq, i]},
-            "ffn_down": {"rows": [m], "weight": [h, i], "out": [bk.batch, bk.seq, h]},
-            "pooler": {"rows": [bk.batch], "weight": [h, h], "out": [bk.batch, h]},
-        }
-        for kind in OP_KINDS:
-            if kind == "pooler" and not arch.spec.pooler:
-                continue
-            count = 1 if kind in ("embeddings", "pooler") else n_layers
-            out.append(OpInstance(kind, bk, shapes[kind], count))
+        for kind in KINDS.values():
+            if kind.present(arch):
+                out.append(OpInstance(kind.name, bk, kind.shapes(arch, bk), kind.count(arch)))
     return out
-
-
-#: Bytes per element of weights and of activations at each precision. Dynamic int8 quantizes
-#: activations inside the GEMM, so they cross the op boundary in float32.
-ELEMENT_BYTES = {"float32": (4, 4), "bfloat16": (2, 2), "float16": (2, 2), "int8": (1, 4)}
-
-
-def op_cost(kind: str, arch: BertArch, bucket: Bucket, precision: str = "float32",
-            ) -> tuple[float, float]:
-    """(FLOPs, bytes) of one call: multiply-adds count 2, element-wise work (bias, GELU,
-    residual, LayerNorm, softmax) a few FLOPs per element; bytes are the least traffic —
-    weights, inputs and outputs each moved once. An estimate for the roofline, not a profile."""
-    w, a = ELEMENT_BYTES.get(precision, (4, 4))
-    h, i, heads = arch.hidden_size, arch.intermediate_size, arch.num_attention_heads
-    t = bucket.batch * bucket.seq
-    s = bucket.seq
-    ln = 8.0 * t * h  # mean, variance, normalise, scale, shift
-    costs: dict[str, tuple[float, float]] = {
-        "embeddings": (3 * t * h + ln, a * 4 * t * h),  # three gathered rows in, one out
-        "qkv_proj": (2.0 * t * h * 3 * h + t * 3 * h, w * 3 * h * h + a * 4 * t * h),
-        "attention": (bucket.batch * heads * (4.0 * s * s * arch.head_dim + 5.0 * s * s),
-                      a * 4 * t * h + 4 * t),
-        "attn_out": (2.0 * t * h * h + 2 * t * h + ln, w * h * h + a * 3 * t * h),
-        "ffn_up": (2.0 * t * h * i + 9 * t * i, w * h * i + a * (t * h + t * i)),
-        "ffn_down": (2.0 * t * i * h + 2 * t * h + ln, w * h * i + a * (t * i + 2 * t * h)),
-        "pooler": (2.0 * bucket.batch * h * h + 2 * bucket.batch * h,
-                   w * h * h + a * 2 * bucket.batch * h),
-    }
-    flops, nbytes = costs[kind]
-    return float(flops), float(nbytes)

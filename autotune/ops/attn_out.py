@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from autotune.models.bert import BertArch, Bucket
 from autotune.ops import common, cuda
-from autotune.ops.ffn_down import build_residual_ln, cuda_residual_ln
+from autotune.ops.ffn_down import build_residual_ln, cuda_residual_ln, triton_residual_ln
 from autotune.ops.registry import OpFn, OpSpec, Tensors, register_op, variant
 from autotune.space import Value
 
@@ -31,17 +31,17 @@ def reference(w: Tensors, inputs: Tensors, arch: BertArch) -> torch.Tensor:
 register_op(OpSpec("attn_out", make_weights, make_inputs, reference))
 
 
-def _build(w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Bucket) -> OpFn:
-    return build_residual_ln(w, p, arch, bucket, "ctx")
+def _build(w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Bucket,
+           linear: common.LinearMaker) -> OpFn:
+    return build_residual_ln(w, p, arch, bucket, linear, "ctx")
 
 
-variant("attn_out", "dense")(_build)
-variant("attn_out", "int8_dynamic")(_build)
+common.gemm_variants("attn_out", _build)
 
 
-def _cuda(w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Bucket) -> OpFn:
-    return cuda_residual_ln(p, arch, w, "ctx")
+@variant("attn_out", "triton", cuda.DEVICE)
+def _cuda_triton(w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Bucket) -> OpFn:
+    return triton_residual_ln(w, p, arch, "ctx")
 
 
-for _name in ("triton", "torch", "compiled"):
-    variant("attn_out", _name, cuda.DEVICE)(_cuda)
+cuda.torch_variants("attn_out", lambda w, p, arch, bucket: cuda_residual_ln(w, p, arch, "ctx"))

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 
 from autotune.kernels.cpu import Linear, make_linear
 from autotune.models.bert import BertArch, Bucket
+from autotune.ops.registry import OpFn, variant
 from autotune.space import Value
 
 Tensors = dict[str, torch.Tensor]
@@ -57,23 +59,48 @@ def rows(bucket: Bucket) -> int:
     return bucket.batch * bucket.seq
 
 
-def linear_from_params(
-    weights: Tensors, params: Mapping[str, Value], rows: int, epilogue: str = "none",
-    prefix: str = "",
-) -> Linear:
-    """Build a linear layer from the GEMM parameters every GEMM space shares."""
-    weight, bias = weights[f"{prefix}weight"], weights[f"{prefix}bias"]
-    if params["variant"] == "int8_dynamic":
-        return make_linear(
-            weight, bias, precision="int8_dynamic", rows=rows, epilogue=epilogue,
-            qengine=str(params["qengine"]), per_channel=params["granularity"] == "per_channel",
-            reduce_range=bool(params["reduce_range"]), row_block=int(params.get("row_block", 0)),
-        )
+def dense_linear(weights: Tensors, params: Mapping[str, Value], rows: int,
+                 epilogue: str = "none", prefix: str = "") -> Linear:
+    """The ``dense`` variants' linear layer: float32 or bfloat16, through the GEMM library
+    and weight layout ``impl`` names."""
     return make_linear(
-        weight, bias, precision=str(params["precision"]), impl=str(params["impl"]), rows=rows,
-        row_block=int(params.get("row_block", 0)), epilogue=epilogue,
-        fuse_epilogue=bool(params.get("fuse_epilogue", False)),
+        weights[f"{prefix}weight"], weights[f"{prefix}bias"], precision=str(params["precision"]),
+        impl=str(params["impl"]), rows=rows, row_block=int(params.get("row_block", 0)),
+        epilogue=epilogue, fuse_epilogue=bool(params.get("fuse_epilogue", False)),
     )
+
+
+def int8_linear(weights: Tensors, params: Mapping[str, Value], rows: int,
+                epilogue: str = "none", prefix: str = "") -> Linear:
+    """The ``int8_dynamic`` variants' linear layer: int8 weights, activations quantized per
+    call by the quantized engine ``qengine`` names."""
+    return make_linear(
+        weights[f"{prefix}weight"], weights[f"{prefix}bias"], precision="int8_dynamic",
+        rows=rows, epilogue=epilogue, qengine=str(params["qengine"]),
+        per_channel=params["granularity"] == "per_channel",
+        reduce_range=bool(params["reduce_range"]), row_block=int(params.get("row_block", 0)),
+    )
+
+
+LinearMaker = Callable[..., Linear]
+GemmBuilder = Callable[[Tensors, Mapping[str, Value], BertArch, Bucket, LinearMaker], OpFn]
+
+
+def gemm_variants(kind: str, build: GemmBuilder) -> None:
+    """Register a GEMM kind's CPU variants, ``dense`` and ``int8_dynamic``: ``build`` gets the
+    variant's linear-layer maker, called as ``linear(weights, params, rows, epilogue, prefix)``."""
+    for name, linear, precision in (("dense", dense_linear, None),
+                                    ("int8_dynamic", int8_linear, _int8)):
+        variant(kind, name, precision=precision)(partial(_with_linear, build, linear))
+
+
+def _int8(params: Mapping[str, Value]) -> str:
+    return "int8"
+
+
+def _with_linear(build: GemmBuilder, linear: LinearMaker, w: Tensors, p: Mapping[str, Value],
+                 arch: BertArch, bucket: Bucket) -> OpFn:
+    return build(w, p, arch, bucket, linear)
 
 
 def residual_layer_norm(

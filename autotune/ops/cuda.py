@@ -9,11 +9,13 @@ so registering these variants needs torch alone.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from autotune.ops.registry import OpFn, Tensors, compile_any_shape, precision_dtype
+from autotune.models.bert import BertArch, Bucket
+from autotune.ops.registry import OpFn, Tensors, compile_any_shape, precision_dtype, variant
 from autotune.space import Value
 
 if TYPE_CHECKING:
@@ -30,10 +32,22 @@ def cast(w: Tensors, p: Mapping[str, Value]) -> Tensors:
     return {k: v.detach().to(dtype).contiguous() for k, v in w.items()}
 
 
-def vendor(fn: Callable[[Tensors], Any], p: Mapping[str, Value]) -> OpFn:
-    """The torch path of an op as a variant: TF32 matmuls when asked for, compiled for the
-    ``compiled`` variant. ``compile_mode`` is torch.compile's mode (default, max-autotune...)."""
-    if p["variant"] == "compiled":
+TorchPath = Callable[[Tensors, Mapping[str, Value], BertArch, Bucket], Callable[[Tensors], Any]]
+
+
+def torch_variants(kind: str, build: TorchPath, names: tuple[str, str] = ("torch", "compiled"),
+                   ) -> None:
+    """Register the torch path of an op on CUDA as two variants: as it is (``torch``) and
+    compiled (``compiled``: torch.compile in the config's ``compile_mode``, default, or
+    max-autotune...). Both run TF32 matmuls when the config's precision is tfloat32."""
+    for name, compiled in zip(names, (False, True), strict=True):
+        variant(kind, name, DEVICE)(partial(_torch_path, build, compiled))
+
+
+def _torch_path(build: TorchPath, compiled: bool, w: Tensors, p: Mapping[str, Value],
+                arch: BertArch, bucket: Bucket) -> OpFn:
+    fn = build(w, p, arch, bucket)
+    if compiled:
         fn = compile_any_shape(fn, str(p.get("compile_mode", "default")))
     if p.get("precision") != "tfloat32":
         return fn

@@ -121,11 +121,5 @@ def _cuda_triton(w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Buc
     return lambda inp: emb(inp["input_ids"], inp["token_type_ids"], inp.get("position_ids"))
 
 
-@variant("embeddings", "eager", cuda.DEVICE)
-def _cuda_eager(w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Bucket) -> OpFn:
-    return _eager(w, {**p, "threads": 0}, arch, bucket)
-
-
-@variant("embeddings", "compiled", cuda.DEVICE)
-def _cuda_compiled(w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Bucket) -> OpFn:
-    return cuda.vendor(_eager(w, {**p, "threads": 0}, arch, bucket), p)
+cuda.torch_variants("embeddings", lambda w, p, arch, bucket: _eager(
+    w, {**p, "threads": 0}, arch, bucket), names=("eager", "compiled"))

@@ -34,44 +34,47 @@ register_op(OpSpec("ffn_down", make_weights, make_inputs, reference))
 
 
 def build_residual_ln(
-    w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Bucket, x_name: str,
+    w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Bucket,
+    linear: common.LinearMaker, x_name: str,
 ) -> OpFn:
     """Shared by ffn_down and attn_out: GEMM, residual add, LayerNorm."""
     residual = str(p["residual"])
-    lin = common.linear_from_params(
-        w, p, common.rows(bucket), "add" if residual == "epilogue" else "none")
+    lin = linear(w, p, common.rows(bucket), "add" if residual == "epilogue" else "none")
     run = common.residual_layer_norm(lin, w, arch.layer_norm_eps, residual, precision_dtype(p))
     return with_threads(
         lambda inp: run(inp[x_name], inp["residual"]), int(p["threads"]))
 
 
-def _build(w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Bucket) -> OpFn:
-    return build_residual_ln(w, p, arch, bucket, "h")
+def _build(w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Bucket,
+           linear: common.LinearMaker) -> OpFn:
+    return build_residual_ln(w, p, arch, bucket, linear, "h")
 
 
-variant("ffn_down", "dense")(_build)
-variant("ffn_down", "int8_dynamic")(_build)
+common.gemm_variants("ffn_down", _build)
 
 
 # -- CUDA --------------------------------------------------------------------------------------
 
-def cuda_residual_ln(p: Mapping[str, Value], arch: BertArch, w: Tensors, x_name: str) -> OpFn:
-    """Shared by ffn_down and attn_out on CUDA: GEMM, residual add, LayerNorm."""
+def cuda_residual_ln(w: Tensors, p: Mapping[str, Value], arch: BertArch,
+                     x_name: str) -> OpFn:
+    """Shared by ffn_down and attn_out on CUDA, torch path: GEMM, residual add, LayerNorm."""
     h, eps = arch.hidden_size, arch.layer_norm_eps
-    if p["variant"] != "triton":
-        t = cuda.cast(w, p)
-        return cuda.vendor(lambda inp: F.layer_norm(
-            F.linear(inp[x_name], t["weight"], t["bias"]) + inp["residual"], (h,),
-            t["ln_weight"], t["ln_bias"], eps), p)
-    lin, ln = cuda.triton_linear(w, p), cuda.triton_layer_norm(w, p, eps)
+    t = cuda.cast(w, p)
+    return lambda inp: F.layer_norm(F.linear(inp[x_name], t["weight"], t["bias"])
+                                    + inp["residual"], (h,), t["ln_weight"], t["ln_bias"], eps)
+
+
+def triton_residual_ln(w: Tensors, p: Mapping[str, Value], arch: BertArch, x_name: str) -> OpFn:
+    """Shared by ffn_down and attn_out on CUDA, Triton: GEMM, residual add, LayerNorm."""
+    lin, ln = cuda.triton_linear(w, p), cuda.triton_layer_norm(w, p, arch.layer_norm_eps)
     if p["residual"] == "epilogue":  # added in the GEMM's epilogue
         return lambda inp: ln(lin(inp[x_name], inp["residual"]))
     return lambda inp: ln(lin(inp[x_name]), inp["residual"])  # added inside the LayerNorm
 
 
-def _cuda(w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Bucket) -> OpFn:
-    return cuda_residual_ln(p, arch, w, "h")
+@variant("ffn_down", "triton", cuda.DEVICE)
+def _cuda_triton(w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Bucket) -> OpFn:
+    return triton_residual_ln(w, p, arch, "h")
 
 
-for _name in ("triton", "torch", "compiled"):
-    variant("ffn_down", _name, cuda.DEVICE)(_cuda)
+cuda.torch_variants("ffn_down", lambda w, p, arch, bucket: cuda_residual_ln(w, p, arch, "h"))

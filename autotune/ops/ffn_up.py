@@ -34,14 +34,14 @@ def reference(w: Tensors, inputs: Tensors, arch: BertArch) -> torch.Tensor:
 register_op(OpSpec("ffn_up", make_weights, make_inputs, reference))
 
 
-def _build(w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Bucket) -> OpFn:
+def _build(w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Bucket,
+           linear: common.LinearMaker) -> OpFn:
     epilogue = "gelu_tanh" if p["gelu"] == "tanh" else "gelu_erf"
-    lin = common.linear_from_params(w, p, common.rows(bucket), epilogue)
+    lin = linear(w, p, common.rows(bucket), epilogue)
     return with_threads(lambda inp: lin(inp["x"]), int(p["threads"]))
 
 
-variant("ffn_up", "dense")(_build)
-variant("ffn_up", "int8_dynamic")(_build)
+common.gemm_variants("ffn_up", _build)
 
 
 # -- CUDA --------------------------------------------------------------------------------------
@@ -49,9 +49,8 @@ variant("ffn_up", "int8_dynamic")(_build)
 def _cuda_torch(w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Bucket) -> OpFn:
     t = cuda.cast(w, p)
     approximate = "tanh" if p["gelu"] == "tanh" else "none"
-    return cuda.vendor(
-        lambda inp: F.gelu(F.linear(inp["x"], t["weight"], t["bias"]), approximate=approximate),
-        p)
+    return lambda inp: F.gelu(F.linear(inp["x"], t["weight"], t["bias"]),
+                              approximate=approximate)
 
 
 @variant("ffn_up", "triton", cuda.DEVICE)
@@ -60,5 +59,4 @@ def _cuda_triton(w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Buc
     return lambda inp: lin(inp["x"])
 
 
-variant("ffn_up", "torch", cuda.DEVICE)(_cuda_torch)
-variant("ffn_up", "compiled", cuda.DEVICE)(_cuda_torch)
+cuda.torch_variants("ffn_up", _cuda_torch)

@@ -29,21 +29,20 @@ def reference(w: Tensors, inputs: Tensors, arch: BertArch) -> torch.Tensor:
 register_op(OpSpec("pooler", make_weights, make_inputs, reference))
 
 
-def _build(w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Bucket) -> OpFn:
-    lin = common.linear_from_params(w, p, bucket.batch, "tanh")
+def _build(w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Bucket,
+           linear: common.LinearMaker) -> OpFn:
+    lin = linear(w, p, bucket.batch, "tanh")
     return with_threads(lambda inp: lin(inp["hidden"][:, 0]), int(p["threads"]))
 
 
-variant("pooler", "dense")(_build)
-variant("pooler", "int8_dynamic")(_build)
+common.gemm_variants("pooler", _build)
 
 
 # -- CUDA --------------------------------------------------------------------------------------
 
 def _cuda_torch(w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Bucket) -> OpFn:
     t = cuda.cast(w, p)
-    return cuda.vendor(
-        lambda inp: torch.tanh(F.linear(inp["hidden"][:, 0], t["weight"], t["bias"])), p)
+    return lambda inp: torch.tanh(F.linear(inp["hidden"][:, 0], t["weight"], t["bias"]))
 
 
 @variant("pooler", "triton", cuda.DEVICE)
@@ -52,5 +51,4 @@ def _cuda_triton(w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Buc
     return lambda inp: lin(inp["hidden"][:, 0])
 
 
-variant("pooler", "torch", cuda.DEVICE)(_cuda_torch)
-variant("pooler", "compiled", cuda.DEVICE)(_cuda_torch)
+cuda.torch_variants("pooler", _cuda_torch)

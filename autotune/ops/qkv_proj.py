@@ -54,7 +54,8 @@ def _heads_of_fused(y: torch.Tensor, arch: BertArch) -> tuple[torch.Tensor, ...]
     return tuple(qkv.unbind(0))
 
 
-def _build(w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Bucket) -> OpFn:
+def _build(w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Bucket,
+           linear: common.LinearMaker) -> OpFn:
     rows = common.rows(bucket)
     contiguous = p["head_layout"] == "contiguous"
 
@@ -62,13 +63,13 @@ def _build(w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Bucket) -
         return t.contiguous() if contiguous else t
 
     if p["fused_qkv"]:
-        lin = common.linear_from_params(_fused(w), p, rows)
+        lin = linear(_fused(w), p, rows)
 
         def run(inp: Tensors) -> Output:  # one GEMM, heads split by a view
             return tuple(finish(t) for t in _heads_of_fused(lin(inp["x"]), arch))
 
     else:
-        lins = [common.linear_from_params(w, p, rows, prefix=f"{n}_") for n in NAMES]
+        lins = [linear(w, p, rows, prefix=f"{n}_") for n in NAMES]
 
         def run(inp: Tensors) -> Output:
             x = inp["x"]
@@ -77,8 +78,7 @@ def _build(w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Bucket) -
     return with_threads(run, int(p["threads"]))
 
 
-variant("qkv_proj", "dense")(_build)
-variant("qkv_proj", "int8_dynamic")(_build)
+common.gemm_variants("qkv_proj", _build)
 
 
 # -- CUDA --------------------------------------------------------------------------------------
@@ -86,12 +86,10 @@ variant("qkv_proj", "int8_dynamic")(_build)
 def _cuda_torch(w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Bucket) -> OpFn:
     if p["fused_qkv"]:
         t = cuda.cast(_fused(w), p)
-        return cuda.vendor(
-            lambda inp: _heads_of_fused(F.linear(inp["x"], t["weight"], t["bias"]), arch), p)
+        return lambda inp: _heads_of_fused(F.linear(inp["x"], t["weight"], t["bias"]), arch)
     t = cuda.cast(w, p)
-    return cuda.vendor(lambda inp: tuple(
-        split_heads(F.linear(inp["x"], t[f"{n}_weight"], t[f"{n}_bias"]), arch)
-        for n in NAMES), p)
+    return lambda inp: tuple(split_heads(F.linear(inp["x"], t[f"{n}_weight"], t[f"{n}_bias"]),
+                                         arch) for n in NAMES)
 
 
 @variant("qkv_proj", "triton", cuda.DEVICE)
@@ -105,5 +103,4 @@ def _cuda_triton(w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Buc
     return lambda inp: _heads_of_fused(lin(inp["x"]), arch)
 
 
-variant("qkv_proj", "torch", cuda.DEVICE)(_cuda_torch)
-variant("qkv_proj", "compiled", cuda.DEVICE)(_cuda_torch)
+cuda.torch_variants("qkv_proj", _cuda_torch)

@@ -39,6 +39,8 @@ class Variant:
     build: Builder
     #: dtype the variant takes its floating inputs in (activations stay in it between ops)
     input_dtype: Callable[[Mapping[str, Value]], torch.dtype]
+    #: the precision a config of the variant computes in ("float32", "bfloat16", "int8", ...)
+    precision: Callable[[Mapping[str, Value]], str]
 
 
 _OPS: dict[str, OpSpec] = {}
@@ -55,13 +57,16 @@ def variant(
     name: str,
     device: str = "cpu",
     input_dtype: Callable[[Mapping[str, Value]], torch.dtype] | None = None,
+    precision: Callable[[Mapping[str, Value]], str] | None = None,
 ) -> Callable[[Builder], Builder]:
-    """Register ``build`` as variant ``name`` of ``kind`` on ``device``."""
+    """Register ``build`` as variant ``name`` of ``kind`` on ``device``; by default its
+    precision is its ``precision`` parameter (float32 without one), and its inputs come in
+    that precision's dtype."""
 
     def deco(build: Builder) -> Builder:
         _VARIANTS[(kind, device, name)] = Variant(
-            kind, name, device, build, input_dtype or precision_dtype
-        )
+            kind, name, device, build, input_dtype or precision_dtype,
+            precision or named_precision)
         return build
 
     return deco
@@ -72,6 +77,15 @@ def compile_any_shape(fn: Callable[[Tensors], Any], mode: str = "default") -> Ca
     search measured it); a call at another shape recompiles once with dynamic sizes instead of
     failing when the runtime sends more shapes than the recompile limit."""
     return torch.compile(fn, mode=mode, dynamic=None, fullgraph=True)
+
+
+def named_precision(params: Mapping[str, Value]) -> str:
+    return str(params.get("precision", "float32"))
+
+
+def precision_of(kind: str, device: str, params: Mapping[str, Value]) -> str:
+    """The precision a config (with its ``variant``) of ``kind`` on ``device`` computes in."""
+    return get_variant(kind, device, str(params["variant"])).precision(params)
 
 
 def precision_dtype(params: Mapping[str, Value]) -> torch.dtype:

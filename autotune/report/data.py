@@ -12,9 +12,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from autotune.models.bert import OP_KINDS, BertArch, Bucket, op_cost, workload
+from autotune.models.bert import BertArch, Bucket, workload
+from autotune.models.kinds import KINDS, OP_KINDS, op_cost
+from autotune.ops.registry import precision_of
 from autotune.report.read import ReportInput, StudyView, TrialView
-from autotune.storage.results import params_key, precision_of
+from autotune.storage.results import params_key
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,8 @@ def op_rows(inp: ReportInput) -> list[OpRow]:
             kind=s.kind, batch=s.batch, seq=s.seq, count=counts[(s.kind, s.batch, s.seq)],
             ref_ms=e["baseline_ms"] if e else _reference_ms(s.trials),
             best_ms=e["latency_ms"] if e else None, variant=variant, params=params,
-            precision=precision_of({"variant": variant, **params}) if e else None,
+            precision=precision_of(s.kind, inp.device, {**params, "variant": e["variant"]})
+            if e else None,
             rel_error=e["rel_error"] if e else None, counts=s.counts, study=s.name))
     return rows
 
@@ -332,6 +335,5 @@ def forward_graph(rows: Sequence[OpRow]) -> list[GraphNode]:
                 if s.kind == kind and totals[b] > 0:
                     t = s.after_ms if s.after_ms is not None else s.before_ms
                     per_bucket[b] = t / totals[b]
-        nodes.append(GraphNode(kind, kind, detail, per_bucket,
-                               kind not in ("embeddings", "pooler")))
+        nodes.append(GraphNode(kind, kind, detail, per_bucket, KINDS[kind].per_layer))
     return nodes

@@ -13,7 +13,7 @@ from typing import Any
 
 import plotly.graph_objects as go
 
-from autotune.models.bert import OP_KINDS
+from autotune.models.kinds import OP_KINDS
 from autotune.report.data import Axis, ErrorPoint, History, Line, RoofPoint, Share, roof
 
 KIND_COLORS = dict(zip(OP_KINDS, ("#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2",

@@ -17,7 +17,7 @@ import plotly.graph_objects as go
 import plotly.offline
 import plotly.utils
 
-from autotune.models.bert import OP_KINDS
+from autotune.models.kinds import OP_KINDS
 from autotune.report import data, figures, graph
 from autotune.report.read import ReportInput, StudyView
 
@@ -141,9 +141,7 @@ def header(inp: ReportInput, storage: str) -> str:
     trials = [t for s in inp.studies for t in s.trials]
     measured = sum(1 for t in trials if t.state in ("COMPLETE", "FAIL") and not t.cached)
     items = [
-        ("Model", f"{inp.model} — {a.num_hidden_layers} layers, hidden {a.hidden_size}, "
-                  f"{a.num_attention_heads} heads, FFN {a.intermediate_size}, vocab "
-                  f"{a.vocab_size} (architecture {a.hash})"),
+        ("Model", f"{inp.model} — {a.describe()} (architecture {a.hash})"),
         ("Device", f"{inp.device}: {hw}"), ("ISA flags", isa),
         ("Machine fingerprint", m.get("fingerprint", "?")),
         ("Software", ", ".join(f"{k} {v}" for k, v in sw.items() if v is not None)),

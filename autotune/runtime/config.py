@@ -70,7 +70,7 @@ def config_dict(model_name: str, arch: BertArch, device: str, max_rel_error: flo
     from datetime import UTC, datetime
 
     from autotune.fingerprint import software
-    from autotune.models.bert import OP_KINDS
+    from autotune.models.kinds import OP_KINDS
 
     return {
         "schema": SCHEMA_VERSION,

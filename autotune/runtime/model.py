@@ -13,23 +13,27 @@ built on first use, under a lock: one loaded model serves callers on several thr
 from __future__ import annotations
 
 import inspect
-import math
 import threading
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import torch
 
-from autotune.models.bert import FAMILIES, BertArch, Bucket, resolve_model
+from autotune.models.bert import FAMILIES, BertArch, Bucket, ResolvedModel, resolve_model
+from autotune.models.kinds import KINDS
 from autotune.ops import cast_inputs, get_variant, op_spec
 from autotune.ops.attention import key_lengths
 from autotune.ops.registry import OpFn, Output, Tensors
 from autotune.runtime.config import Choice, ConfigError, TunedConfig, check_fit, parse_config
-from autotune.runtime.weights import random_weights, read_checkpoint, split_weights
+from autotune.runtime.weights import (
+    checkpoint_file,
+    random_weights,
+    read_checkpoint,
+    split_weights,
+)
 
-TOKEN_WISE = ("qkv_proj", "attn_out", "ffn_up", "ffn_down")
 # HF BertModel arguments the tuned forward does not implement: when one is set, the call
 # goes to the model's original forward (unchanged behaviour, no speed-up).
 _UNSUPPORTED = ("inputs_embeds", "head_mask", "encoder_hidden_states", "past_key_values",
@@ -72,30 +76,14 @@ class BertOutput:
         return len(self.to_tuple())
 
 
-def _covers(kind: str, b: Bucket, batch: int, seq: int) -> bool:
-    if kind in TOKEN_WISE:
-        return b.batch * b.seq >= batch * seq
-    if kind == "pooler":
-        return b.batch >= batch
-    return b.batch >= batch and b.seq >= seq
-
-
-def _distance(kind: str, b: Bucket, batch: int, seq: int) -> float:
-    """How far a bucket is from a call, in log-scale of the dimensions that decide coverage."""
-    if kind in TOKEN_WISE:
-        return abs(math.log(b.batch * b.seq / (batch * seq)))
-    if kind == "pooler":
-        return abs(math.log(b.batch / batch))
-    return abs(math.log(b.batch / batch)) + abs(math.log(b.seq / seq))
-
-
 def pick_choice(kind: str, choices: Sequence[Choice], batch: int, seq: int) -> Choice | None:
     """The choice for a call: the smallest bucket that covers it (``choices`` are sorted
     smallest first), else the nearest one (the larger of two equally near)."""
-    covering = next((c for c in choices if _covers(kind, c.bucket, batch, seq)), None)
+    op = KINDS[kind]
+    covering = next((c for c in choices if op.covers(c.bucket, batch, seq)), None)
     if covering is not None or not choices:
         return covering
-    return min(reversed(choices), key=lambda c: _distance(kind, c.bucket, batch, seq))
+    return min(reversed(choices), key=lambda c: op.distance(c.bucket, batch, seq))
 
 
 class TunedBert(torch.nn.Module):
@@ -109,7 +97,8 @@ class TunedBert(torch.nn.Module):
         self.config = config
         if device is not None:
             state_dict = {k: v.to(device) for k, v in state_dict.items()}
-        self.emb_w, self.layer_w, self.pool_w = split_weights(state_dict, arch)
+        # op kind -> the weights of each of its calls in a forward pass (one per layer)
+        self.weights = split_weights(state_dict, arch)
         self.ops: dict[str, tuple[Choice, ...]] = dict(config.ops) if config else {}
         self.pad_to = config.pad_to_multiple if config else 1
         self.varlen = bool(config and config.varlen)
@@ -126,12 +115,7 @@ class TunedBert(torch.nn.Module):
     # -- dispatch ---------------------------------------------------------------------------
 
     def _weights(self, kind: str, layer: int) -> Tensors:
-        if kind == "embeddings":
-            return self.emb_w
-        if kind == "pooler":
-            assert self.pool_w is not None
-            return self.pool_w
-        return self.layer_w[layer][kind]
+        return self.weights[kind][layer]
 
     def _fn(self, kind: str, layer: int, batch: int, seq: int) -> tuple[OpFn, torch.dtype]:
         choice = pick_choice(kind, self.ops.get(kind, ()), batch, seq)
@@ -158,8 +142,7 @@ class TunedBert(torch.nn.Module):
         return self._built[key]
 
     def _layers(self, kind: str) -> range:
-        per_layer = kind in TOKEN_WISE or kind == "attention"
-        return range(self.arch.num_hidden_layers if per_layer else 1)
+        return range(KINDS[kind].count(self.arch))
 
     def build_all(self, release_weights: bool = False) -> None:
         """Build the op of every tuned choice of every layer now. Every call, whatever its
@@ -175,14 +158,8 @@ class TunedBert(torch.nn.Module):
             return
         with self._building:
             self._released = True
-            built = set(self.ops)
-            if "embeddings" in built:
-                self.emb_w = {}
-            if "pooler" in built and self.pool_w is not None:
-                self.pool_w = {}
-            for w in self.layer_w:
-                for kind in built & set(w):
-                    w[kind] = {}
+            for kind in set(self.ops) & set(self.weights):
+                self.weights[kind] = [{} for _ in self.weights[kind]]
 
     def _reference(self, kind: str, layer: int) -> OpFn:
         if self.config is not None and kind not in self._warned:
@@ -205,9 +182,7 @@ class TunedBert(torch.nn.Module):
     def prepare(self, shapes: list[tuple[int, int]]) -> None:
         """Build every op for these (batch, seq) shapes now rather than on first use."""
         for batch, seq in shapes:
-            kinds = ("embeddings", "attention", *TOKEN_WISE,
-                     *(("pooler",) if self.pool_w is not None else ()))
-            for kind in kinds:
+            for kind in self.weights:
                 for layer in self._layers(kind):
                     self._fn(kind, layer, batch, seq)
 
@@ -264,8 +239,8 @@ class TunedBert(torch.nn.Module):
             full = h.new_zeros(batch * padded, h.shape[-1])
             full.index_copy_(0, real, h[0])
             h = full.view(batch, padded, -1)
-        pooled = None if self.pool_w is None else \
-            self._run1("pooler", 0, batch, padded, {"hidden": h})
+        pooled = self._run1("pooler", 0, batch, padded, {"hidden": h}) \
+            if "pooler" in self.weights else None
         return h, pooled
 
     def _graphed(self, *args: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -366,29 +341,71 @@ def apply(model: Any, config: str | Path | TunedConfig, strict: bool = False) ->
     return model
 
 
+#: transformers pipeline tasks → the model class a pipeline of that task runs
+TASK_MODELS = {"feature-extraction": "AutoModel",
+               "text-classification": "AutoModelForSequenceClassification",
+               "token-classification": "AutoModelForTokenClassification",
+               "fill-mask": "AutoModelForMaskedLM"}
+
+
+@overload
 def load(name_or_path: str, config: str | Path | TunedConfig | None = None,
-         strict: bool = False, device: str | None = None) -> TunedBert:
+         strict: bool = False, device: str | None = None, task: None = None) -> TunedBert: ...
+
+
+@overload
+def load(name_or_path: str, config: str | Path | TunedConfig | None = None,
+         strict: bool = False, device: str | None = None, *, task: str) -> Any: ...
+
+
+def load(name_or_path: str, config: str | Path | TunedConfig | None = None,
+         strict: bool = False, device: str | None = None, task: str | None = None) -> Any:
     """A BERT model (known name, local directory or hub id) running a tuned config, with its
     weights on ``device`` (default: the config's device, else the CPU), every op built.
 
     Without ``config`` every op runs its float32 reference. Without weights (no network, not
-    in the cache) the architecture gets random weights, with a warning."""
+    in the cache) the architecture gets random weights, with a warning.
+
+    With ``task`` (a pipeline task: feature-extraction, text-classification,
+    token-classification, fill-mask) the model is the transformers model of that task (its
+    head from the checkpoint where it has one) with the tuned encoder applied: a model to
+    hand to ``transformers.pipeline(task, model=...)``. This needs ``transformers``."""
     resolved = resolve_model(name_or_path)
     cfg = None if config is None else (
         config if isinstance(config, TunedConfig) else parse_config(config))
     if cfg is not None:
         check_fit(cfg, resolved.arch, strict)
+    device = device or (cfg.device if cfg is not None else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("the tuned config is for CUDA, and torch sees no CUDA device")
+    if task is not None:
+        model = _task_model(resolved, task).to(device)
+        return model if cfg is None else apply(model, cfg, strict)
     state = read_checkpoint(resolved.path) if resolved.path else None
     if state is None:
         warnings.warn(f"no weights found for {name_or_path}; using random weights "
                       "(timings are valid, outputs are not)", stacklevel=2)
         state = random_weights(resolved.arch)
-    device = device or (cfg.device if cfg is not None else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("the tuned config is for CUDA, and torch sees no CUDA device")
-    model = TunedBert(resolved.arch, state, cfg, device).eval()
+    tuned = TunedBert(resolved.arch, state, cfg, device).eval()
     del state
     # Every op built now, and the float32 originals of the kinds the config covers dropped:
     # the model holds each weight in the layouts its ops use (no first-call build either).
-    model.build_all(release_weights=True)
-    return model
+    tuned.build_all(release_weights=True)
+    return tuned
+
+
+def _task_model(resolved: ResolvedModel, task: str) -> Any:
+    """The transformers model of ``task`` for a resolved model (float32, eval mode)."""
+    if task not in TASK_MODELS:
+        raise ValueError(f"unknown task {task!r}; one of {', '.join(TASK_MODELS)}")
+    try:
+        import transformers
+    except ImportError:
+        raise ConfigError(f"load(task={task!r}) builds a transformers model: "
+                          "pip install transformers") from None
+    cls = getattr(transformers, TASK_MODELS[task])
+    if resolved.path is not None and checkpoint_file(resolved.path) is not None:
+        return cls.from_pretrained(str(resolved.path)).eval()
+    warnings.warn(f"no weights found for {resolved.name}; using random weights "
+                  "(timings are valid, outputs are not)", stacklevel=3)
+    return cls.from_config(resolved.arch.hf_config()).eval()

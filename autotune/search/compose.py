@@ -26,11 +26,12 @@ from autotune.fingerprint import machine
 from autotune.measure.run import execution_device
 from autotune.measure.timing import time_many, time_many_cuda
 from autotune.models.bert import Bucket, ResolvedModel
+from autotune.models.kinds import KINDS
+from autotune.ops.registry import precision_of
 from autotune.runtime.config import config_dict, parse_config
 from autotune.runtime.model import TunedBert
 from autotune.search.samplers import make_sampler
 from autotune.storage.liveness import Liveness
-from autotune.storage.results import precision_of
 
 PAD_MULTIPLES = (1, 8, 32)
 # Layout choices: padding multiple, padding-free execution, and one thread count for all ops
@@ -41,7 +42,7 @@ PAD_MULTIPLES = (1, 8, 32)
 SHARE_NOISE = 0.02
 # Kinds whose weights are big enough for a second layout to matter (attention has none; the
 # embeddings' variants share their cast tables; the pooler's weight is one h×h matrix).
-LAYOUT_KINDS = ("qkv_proj", "attn_out", "ffn_up", "ffn_down")
+LAYOUT_KINDS = tuple(k.name for k in KINDS.values() if k.gemm and k.covered_by == "tokens")
 PRECISION_RANK = {"int8": 0, "bfloat16": 1, "float16": 2, "tfloat32": 3, "float32": 4}
 Candidates = dict[str, dict[Bucket, list[dict[str, Any]]]]  # kind -> bucket -> ranked configs
 
@@ -180,7 +181,7 @@ class Composer:
 
             def prec(kind: str, j: int = j, bucket: Bucket = bucket) -> int:
                 return PRECISION_RANK[precision_of(
-                    self.entry(kind, bucket, choice[kind][j])["params"])]
+                    kind, self.device, self.entry(kind, bucket, choice[kind][j])["params"])]
 
             movable = [k for k in self.candidates if prec(k) < PRECISION_RANK["float32"]]
             if not movable:
@@ -188,8 +189,9 @@ class Composer:
             kind = min(movable, key=lambda k: (
                 prec(k), -self.entry(k, bucket, choice[k][j])["rel_error"]))
             ranked = self.candidates[kind][bucket]
-            choice[kind][j] = next(i for i, e in enumerate(ranked)
-                                   if PRECISION_RANK[precision_of(e["params"])] > prec(kind))
+            choice[kind][j] = next(
+                i for i, e in enumerate(ranked)
+                if PRECISION_RANK[precision_of(kind, self.device, e["params"])] > prec(kind))
             moved = True
         if not moved:
             raise RuntimeError("every op already runs in float32")
@@ -230,7 +232,7 @@ def seed_compositions(composer: Composer) -> list[dict[str, Any]]:
         for kind in composer.candidates:
             for b in composer.buckets:
                 same = [i for i, e in enumerate(composer.candidates[kind][b])
-                        if precision_of(e["params"]) == prec]
+                        if precision_of(kind, composer.device, e["params"]) == prec]
                 choice[_param(kind, b)] = same[0] if same else 0
         seed = choice | {"layout.pad_to_multiple": 1, "layout.varlen": False} | shared
         if seed not in seeds:

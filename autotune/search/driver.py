@@ -21,18 +21,18 @@ from optuna.trial import TrialState
 from autotune.cli_common import TRIAL_TIMEOUT_S
 from autotune.errors import UserError
 from autotune.measure import MeasureResult, MeasureTask, MeasureWorker
+from autotune.measure.result import Status
 from autotune.models.bert import (
     DEFAULT_BATCH_SIZES,
     DEFAULT_SEQ_LEN,
-    OP_KINDS,
     BertArch,
     Bucket,
     OpInstance,
     ResolvedModel,
     default_buckets,
-    op_cost,
     workload,
 )
+from autotune.models.kinds import OP_KINDS, op_cost
 from autotune.search.keys import StudyIdentity, config_key
 from autotune.search.loop import LoopPolicy, run_trials, warm_configs
 from autotune.search.samplers import (
@@ -46,7 +46,14 @@ from autotune.space import Params
 from autotune.storage import MeasurementCache, open_optuna_storage, prepare_url
 from autotune.storage.claims import Claims
 from autotune.storage.liveness import Liveness, worker_id
-from autotune.storage.results import FINISHED, feasible, params_key, ranked_configs, trial_counts
+from autotune.storage.results import (
+    FINISHED,
+    feasible,
+    feasible_trials,
+    params_key,
+    ranked_configs,
+    trial_counts,
+)
 
 COPIES_CAP = 8  # weight copies rotated per op: enough to defeat caches, bounded in memory
 WARM_K = 3  # best configs taken from each neighbouring bucket's study
@@ -254,7 +261,7 @@ class Searcher:
                     return "in flight in another worker"
             res = self.worker.run(self.task(inst, params, self.opts.time_per_trial),
                                   self.opts.trial_timeout, lambda: self.stop_requested)
-            if res.status != "interrupted":  # not a property of the config: not cached
+            if res.status != Status.INTERRUPTED:  # not a property of the config: not cached
                 self.cache.put(key, ident.key, params, res)
             elif claims is not None:
                 claims.release(key)
@@ -286,14 +293,7 @@ class Searcher:
         """Measure the top feasible configs again with 3× the time and keep the best: the
         winner of a noisy search is biased toward a lucky measurement."""
         tol = self.opts.max_rel_error
-        ranked = sorted((t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                         if feasible(t.user_attrs, tol)), key=lambda t: t.value or float("inf"))
-        top: list[optuna.trial.FrozenTrial] = []
-        for t in ranked:
-            if params_key(t.params) not in {params_key(u.params) for u in top}:
-                top.append(t)
-            if len(top) == self.opts.top_k:
-                break
+        top = feasible_trials(study, tol)[: self.opts.top_k]
         if not top:
             return None
         numbers = [t.number for t in top]

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from autotune.errors import UserError
+from autotune.measure.result import Status
 from autotune.search.landscape import read_json
 
 #: Kernel Tuner's names for a config that broke its restrictions: not part of the space.
@@ -49,12 +50,12 @@ def import_kernel_tuner(path: Path) -> dict[str, Any]:
         params = {k: _value(v) for k, v in params.items()}
         if isinstance(value, int | float) and not isinstance(value, bool) \
                 and math.isfinite(value):
-            configs.append({"params": params, "status": "ok", "reason": "",
+            configs.append({"params": params, "status": Status.OK.value, "reason": "",
                             "rel_error": 0.0, "cand_ms": float(value), "ref_ms": 1.0})
         else:
-            configs.append({"params": params, "status": "error",
+            configs.append({"params": params, "status": Status.ERROR.value,
                             "reason": str(value) or "failed"})
-    if not any(c["status"] == "ok" for c in configs):
+    if not any(c["status"] == Status.OK for c in configs):
         raise UserError(f"{path}: no config with a measured {objective!r}")
     space = {"kind": kernel, "params": {k: _param([_value(v) for v in vs])
                                         for k, vs in listed.items()},

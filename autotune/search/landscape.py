@@ -22,6 +22,7 @@ from optuna.trial import TrialState
 
 from autotune.errors import UserError
 from autotune.measure import MeasureResult
+from autotune.measure.result import Status
 from autotune.models.bert import BertArch, Bucket
 from autotune.search.spaces import load_spaces, space_context
 from autotune.space import Params, Space, Value, constraint, parse_space
@@ -68,7 +69,7 @@ class Landscape:
 
     def lookup(self, params: Params) -> MeasureResult:
         hit = self.entries.get(params_key(params))
-        return hit[1] if hit else MeasureResult("error", "not in the recording")
+        return hit[1] if hit else MeasureResult(Status.ERROR, "not in the recording")
 
     def ranked(self, tol: float | None = None) -> list[dict[str, Any]]:
         """Feasible configs, fastest first, as ``ranked_configs`` gives them for a study."""
@@ -99,7 +100,7 @@ def export_landscape(study: optuna.Study, space: Space, tol: float, output: Path
     first: dict[str, dict[str, Any]] = {}
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
         ua = t.user_attrs
-        if ua.get("status") in (None, "interrupted"):
+        if ua.get("status") in (None, Status.INTERRUPTED):
             continue  # stopped by the user, or killed with the run: no property of the config
         first.setdefault(params_key(t.params),
                          {"params": t.params, **{f: ua.get(f) for f in _RESULT_FIELDS}})
@@ -149,7 +150,7 @@ def load_landscape(path: Path) -> Landscape:
         ctx["qengines"] = tuple(ctx.get("qengines", ()))
         entries = {}
         for c in doc["configs"]:
-            res = MeasureResult(status=str(c["status"]), reason=str(c.get("reason") or ""),
+            res = MeasureResult(status=Status(c["status"]), reason=str(c.get("reason") or ""),
                                 rel_error=c.get("rel_error"), cand_ms=c.get("cand_ms"),
                                 ref_ms=c.get("ref_ms"))
             entries[params_key(c["params"])] = (dict(c["params"]), res)

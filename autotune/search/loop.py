@@ -16,6 +16,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from autotune.measure import MeasureResult
+from autotune.measure.result import Status
 from autotune.search.objective import suggest
 from autotune.space import Params, Space
 from autotune.storage.liveness import WORKER, Liveness, marked
@@ -54,7 +55,7 @@ def tell(study: optuna.Study, trial: optuna.Trial, res: MeasureResult, tol: floa
     attrs = {k: v for k, v in res.to_dict().items() if k != "extra" and v is not None}
     for k, v in sorted(attrs.items(), key=lambda kv: kv[0] == "status"):
         trial.set_user_attr(k, v)
-    if res.status == "ok" and res.ratio is not None and res.rel_error is not None:
+    if res.status == Status.OK and res.ratio is not None and res.rel_error is not None:
         trial.set_constraint("rel_error", res.rel_error - tol)
         study.tell(trial, res.ratio)
     else:
@@ -160,7 +161,7 @@ def run_trials(study: optuna.Study, space: Space, ctx: dict[str, Any], policy: L
                 continue
             res, cached = got
             tell(study, trial, res, policy.tol, cached)
-        if res.status == "interrupted":  # not a property of the config
+        if res.status == Status.INTERRUPTED:  # not a property of the config
             break
         key = params_key(params)
         if key in seen:

@@ -10,7 +10,8 @@ from typing import Any
 import torch
 
 from autotune.errors import SpaceError, UserError
-from autotune.models.bert import OP_KINDS, BertArch, Bucket
+from autotune.models.bert import BertArch, Bucket
+from autotune.models.kinds import KINDS, OP_KINDS
 from autotune.space import Space, load_space
 
 
@@ -71,21 +72,14 @@ def cuda_limits() -> dict[str, Any]:
     return {"shared_memory": int(smem), "compute_capability": props.major + props.minor / 10}
 
 
-def gemm_shape(kind: str, arch: BertArch) -> tuple[int, int]:
-    """(N, K) of the op's GEMM: output and input features (0, 0 for ops without one)."""
-    h, i = arch.hidden_size, arch.intermediate_size
-    return {"qkv_proj": (3 * h, h), "attn_out": (h, h), "ffn_up": (i, h), "ffn_down": (h, i),
-            "pooler": (h, h)}.get(kind, (0, 0))
-
-
 def space_context(kind: str, arch: BertArch, bucket: Bucket, device: str = "cpu",
                   ) -> dict[str, Any]:
     """What constraints may look at: the instance's shapes and the machine."""
-    rows = bucket.batch if kind == "pooler" else bucket.batch * bucket.seq
-    n, k = gemm_shape(kind, arch)
+    op = KINDS[kind]
+    n, k = op.gemm(arch) if op.gemm else (0, 0)
     ctx: dict[str, Any] = {
         "kind": kind,
-        "rows": rows,
+        "rows": op.rows(bucket.batch, bucket.seq),
         "batch": bucket.batch,
         "seq": bucket.seq,
         "hidden": arch.hidden_size,

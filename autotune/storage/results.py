@@ -6,11 +6,13 @@ rules live here, next to the storage they read.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
+
+from autotune.measure.result import Status
+from autotune.ops.registry import precision_of
 
 FINISHED = (TrialState.COMPLETE, TrialState.FAIL)
 
@@ -22,7 +24,7 @@ def params_key(params: dict[str, Any]) -> str:
 def feasible(res: dict[str, Any], tol: float) -> bool:
     """Measured, and within the tolerance of the float32 reference."""
     err = res.get("rel_error")
-    return res.get("status") == "ok" and err is not None and err <= tol
+    return res.get("status") == Status.OK and err is not None and err <= tol
 
 
 def trial_counts(study: optuna.Study, tol: float) -> dict[str, int]:
@@ -44,32 +46,36 @@ def trial_counts(study: optuna.Study, tol: float) -> dict[str, int]:
     }
 
 
-def precision_of(params: dict[str, Any]) -> str:
-    if params.get("variant") == "int8_dynamic":
-        return "int8"
-    return str(params.get("precision", "float32"))
+def feasible_trials(study: optuna.Study, tol: float) -> list[optuna.trial.FrozenTrial]:
+    """The first complete trial of each distinct feasible config, fastest first: the ranking
+    that re-measurement, the model-level study and export all start from."""
+    done = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
+                  key=lambda t: t.value if t.value is not None else float("inf"))
+    out: dict[str, optuna.trial.FrozenTrial] = {}
+    for t in done:
+        if feasible(t.user_attrs, tol):
+            out.setdefault(params_key(t.params), t)
+    return list(out.values())
 
 
 def ranked_configs(study: optuna.Study, tol: float, k: int) -> list[dict[str, Any]]:
     """Feasible distinct configs of a per-op study, best first (the re-measured winner
     leads), each as {params, cand_ms, ref_ms, rel_error}; at most ``k`` plus the fastest
     config of each higher precision, so that stepping back always has somewhere to go."""
-    out: list[dict[str, Any]] = []
-    seen: set[str] = set()
     final = study.user_attrs.get("final")
     rows = [final] if final and final.get("max_rel_error") == tol else []
-    for t in sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
-                    key=lambda t: t.value if t.value is not None else float("inf")):
-        a = t.user_attrs
-        if feasible(a, tol):
-            rows.append({"params": t.params, **{f: a.get(f) for f in (
-                "cand_ms", "cand_iqr_ms", "ref_ms", "ref_iqr_ms", "rel_error")}})
+    rows += [{"params": t.params, **{f: t.user_attrs.get(f) for f in (
+        "cand_ms", "cand_iqr_ms", "ref_ms", "ref_iqr_ms", "rel_error")}}
+        for t in feasible_trials(study, tol)]
+    kind, device = study.user_attrs["kind"], study.user_attrs.get("device", "cpu")
+    out: list[dict[str, Any]] = []
+    seen: set[str] = set()
     best_per_precision: set[str] = set()
     for r in rows:
-        key = json.dumps(r["params"], sort_keys=True)
+        key = params_key(r["params"])
         if key in seen:
             continue
-        prec = precision_of(r["params"])
+        prec = precision_of(kind, device, r["params"])
         if len(out) < k or prec not in best_per_precision:
             out.append(r)
             seen.add(key)

@@ -10,13 +10,13 @@ import pytest
 from autotune.errors import UserError
 from autotune.models.bert import (
     KNOWN_ARCHITECTURES,
-    OP_KINDS,
     BertArch,
     Bucket,
     default_buckets,
     resolve_model,
     workload,
 )
+from autotune.models.kinds import KINDS, OP_KINDS
 
 
 def test_workload_covers_every_kind_with_counts_and_shapes() -> None:
@@ -30,9 +30,36 @@ def test_workload_covers_every_kind_with_counts_and_shapes() -> None:
     assert by[("pooler", 8)].shapes["rows"] == [8]
     assert by[("qkv_proj", 1)].count == 12 and by[("embeddings", 1)].count == 1
     assert by[("pooler", 1)].count == 1
-    assert by[("ffn_down", 8)].flops() == 2 * 1024 * 768 * 3072
+    assert by[("qkv_proj", 1)].shapes["weight"] == [3 * 768, 768]  # Q, K, V as one GEMM
+    flops, _ = KINDS["ffn_down"].flops_bytes(arch, Bucket(8, 128))
+    assert 2 * 1024 * 768 * 3072 < flops < 1.01 * 2 * 1024 * 768 * 3072  # + bias, add, LN
     large = workload(KNOWN_ARCHITECTURES["bert-large-uncased"], [Bucket(2, 64)])
     assert {i.count for i in large if i.kind == "ffn_up"} == {24}
+
+
+def test_which_bucket_covers_a_call_is_the_kinds() -> None:
+    """Token-wise GEMMs by tokens, the pooler by batch, embeddings and attention by both."""
+    small, wide = Bucket(1, 128), Bucket(8, 16)
+    assert KINDS["ffn_up"].covers(wide, 1, 100) and KINDS["ffn_up"].covers(small, 4, 32)
+    assert not KINDS["attention"].covers(wide, 1, 100)
+    assert KINDS["pooler"].covers(wide, 8, 512) and not KINDS["pooler"].covers(small, 2, 8)
+    assert KINDS["attention"].distance(small, 1, 128) == 0
+    assert KINDS["ffn_up"].distance(wide, 1, 128) == 0  # the same 128 rows
+    assert KINDS["pooler"].rows(4, 77) == 4 and KINDS["embeddings"].rows(4, 77) == 308
+
+
+def test_every_weight_a_kind_names_is_in_an_hf_checkpoint() -> None:
+    """The checkpoint names in ``KINDS`` are the ones HF BERT writes, for every call."""
+    transformers = pytest.importorskip("transformers")
+    arch = BertArch(97, 40, 2, 5, 72, max_position_embeddings=40)
+    cfg = transformers.BertConfig(vocab_size=97, hidden_size=40, num_hidden_layers=2,
+                                  num_attention_heads=5, intermediate_size=72,
+                                  max_position_embeddings=40)
+    names = set(transformers.BertModel(cfg).state_dict())
+    wanted = {p + hf for k in KINDS.values() for p in k.checkpoint_prefixes(arch)
+              for hf in k.weights.values()}
+    assert wanted <= names
+    assert names - wanted <= {"embeddings.position_ids"}  # a buffer, not a weight
 
 
 def test_default_buckets_cover_what_production_sends() -> None:

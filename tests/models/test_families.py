@@ -77,7 +77,9 @@ def test_a_family_tunes_and_runs_with_every_head(family: str, tmp_path: Path) ->
                          time_per_trial=0.01, storage=f"sqlite:///{tmp_path / 'at.sqlite3'}",
                          spaces_dir=DEFAULT_SPACES_DIR, compose_trials=2)
     out = tmp_path / "tuned.json"
-    assert run_search(opts, out, Console(file=io.StringIO(), width=200)) == 0
+    log = io.StringIO()
+    assert run_search(opts, out, Console(file=log, width=200)) == 0
+    assert f"{arch.spec.title}, 3 layers, hidden 40" in log.getvalue()  # names the family
     cfg = json.loads(out.read_text())
     assert cfg["model"]["architecture"]["family"] == family
     assert ("pooler" in cfg["ops"]) == arch.spec.pooler
@@ -102,6 +104,11 @@ def test_a_family_tunes_and_runs_with_every_head(family: str, tmp_path: Path) ->
             res = _first(tuned(**batch))
         assert calls == [1], head  # the head ran the tuned encoder
         assert _rel(res, ref, batch["attention_mask"]) < 2 * tol, head
+
+    # a task model for a pipeline, from the directory, with the tuned encoder
+    task_model = autotune.load(str(model_dir), out, task="token-classification")
+    assert type(task_model).__name__.endswith("ForTokenClassification")
+    assert _find_bert(task_model).autotune.config is not None
 
 
 def test_roberta_positions_count_from_the_padding_index() -> None:

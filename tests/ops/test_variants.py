@@ -103,3 +103,16 @@ def test_attention_honours_padding_mask() -> None:
         changed["v"][1, :, 6:] -= 3.0
         b = fn(cast_inputs(changed, v.input_dtype(params)))
         assert torch.allclose(a.float(), b.float(), atol=1e-6), params
+
+
+def test_a_variant_says_what_precision_its_config_computes_in() -> None:
+    """The registry, not a check of variant names, knows that int8_dynamic computes in int8."""
+    from autotune.ops.registry import precision_of
+
+    for kind in ("qkv_proj", "attn_out", "ffn_up", "ffn_down", "pooler"):
+        assert precision_of(kind, "cpu", {"variant": "int8_dynamic", "qengine": "x86"}) == "int8"
+        assert precision_of(kind, "cpu", {"variant": "dense", "precision": "bfloat16"}) \
+            == "bfloat16"
+    assert precision_of("attention", "cpu", {"variant": "sdpa"}) == "float32"
+    assert precision_of("ffn_up", "cuda", {"variant": "compiled", "precision": "tfloat32"}) \
+        == "tfloat32"

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from autotune.models.bert import KNOWN_ARCHITECTURES, OP_KINDS, Bucket, op_cost
+from autotune.models.bert import KNOWN_ARCHITECTURES, Bucket
+from autotune.models.kinds import OP_KINDS, op_cost
 from autotune.report import data
 from autotune.report.read import ReportInput, StudyView, TrialView, read_report_input
 from autotune.storage import open_optuna_storage

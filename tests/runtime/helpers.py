@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from autotune.models.bert import OP_KINDS, BertArch
+from autotune.models.bert import BertArch
+from autotune.models.kinds import OP_KINDS
 from autotune.runtime.config import config_dict
 from tests.conftest import TINY
 

@@ -106,3 +106,14 @@ def test_loading_never_imports_names_from_the_file(monkeypatch: pytest.MonkeyPat
     with pytest.raises(ConfigError):
         parse_config(cfg)
     assert "subprocess" not in seen and "os.system" not in seen
+
+
+def test_the_schema_names_every_op_kind_and_family() -> None:
+    """The published schema is a file; its enums must follow the registries."""
+    from autotune.models.bert import FAMILIES
+    from autotune.models.kinds import OP_KINDS
+
+    props = schema()["properties"]
+    assert props["ops"]["propertyNames"]["enum"] == list(OP_KINDS)
+    arch = props["model"]["properties"]["architecture"]["properties"]
+    assert arch["family"]["enum"] == [f for f in FAMILIES if f != "bert"]

@@ -71,6 +71,18 @@ def test_apply_to_sentence_transformer(model_dir: Path) -> None:
     assert ((before * after).sum(-1)).min() >= 0.9999
 
 
+def _assert_confident_labels_kept(after: list, before: list) -> None:
+    """Every label the untuned classifier gives with a margin is the tuned one's too (and at
+    least half of them have a margin)."""
+    confident = 0
+    for a, b in zip(after, before, strict=True):
+        ranked = sorted(b, key=lambda r: -r["score"])
+        if ranked[0]["score"] - ranked[1]["score"] > 0.02:
+            confident += 1
+            assert max(a, key=lambda r: r["score"])["label"] == ranked[0]["label"]
+    assert confident >= len(before) // 2
+
+
 def test_pipelines_run_the_tuned_model_and_keep_their_labels(model_dir: Path) -> None:
     """``autotune.apply`` on transformers pipelines (real MiniLM weights and tokenizer; the
     classification head is random but seeded): feature vectors keep their direction and
@@ -98,10 +110,40 @@ def test_pipelines_run_the_tuned_model_and_keep_their_labels(model_dir: Path) ->
                 a_, b_ = torch.tensor(a[0]), torch.tensor(b[0])
                 assert float(torch.nn.functional.cosine_similarity(a_, b_).min()) > 0.99
             continue
-        confident = 0
-        for a, b in zip(after, before, strict=True):
-            ranked = sorted(b, key=lambda r: -r["score"])
-            if ranked[0]["score"] - ranked[1]["score"] > 0.02:
-                confident += 1
-                assert max(a, key=lambda r: r["score"])["label"] == ranked[0]["label"]
-        assert confident >= len(texts) // 2
+        _assert_confident_labels_kept(after, before)
+
+
+def test_a_loaded_model_is_a_pipeline_model(model_dir: Path) -> None:
+    """``autotune.load(..., task=...)`` returns the task's transformers model with the tuned
+    encoder, which a pipeline takes as its model: on real text (MiniLM weights) the feature
+    vectors keep their direction and a seeded classifier keeps its labels."""
+    import transformers
+
+    from autotune.runtime.model import TunedBert
+
+    cfg = _config(model_dir, BF16_GEMM, "bfloat16")
+    tok = transformers.AutoTokenizer.from_pretrained(str(model_dir))
+    texts = [*SENTENCES, "Refund please", "I love this product, it works great every day."]
+
+    tuned = autotune.load(str(model_dir), cfg, task="feature-extraction")
+    assert isinstance(tuned.autotune, TunedBert)
+    plain = transformers.AutoModel.from_pretrained(str(model_dir)).eval()
+    got, want = (transformers.pipeline("feature-extraction", model=m, tokenizer=tok,
+                                       device="cpu")(texts) for m in (tuned, plain))
+    for a, b in zip(got, want, strict=True):
+        cos = torch.nn.functional.cosine_similarity(torch.tensor(a[0]), torch.tensor(b[0]))
+        assert float(cos.min()) > 0.99
+
+    def classifier(tuned: bool) -> torch.nn.Module:
+        torch.manual_seed(0)  # the head is not in the checkpoint: the same random one twice
+        m = autotune.load(str(model_dir), cfg if tuned else None, task="text-classification")
+        with torch.no_grad():  # a head that separates the labels (HF's init makes near ties)
+            m.classifier.weight.normal_(0.0, 0.2, generator=torch.Generator().manual_seed(0))
+        return m
+
+    before, after = (transformers.pipeline("text-classification", model=classifier(t),
+                                           tokenizer=tok, device="cpu")(texts, top_k=None)
+                     for t in (False, True))
+    _assert_confident_labels_kept(after, before)
+    with pytest.raises(ValueError, match="unknown task"):
+        autotune.load(str(model_dir), cfg, task="summarization")

@@ -12,10 +12,10 @@ from rich.console import Console
 
 from autotune.cli import run_search
 from autotune.models.bert import Bucket
+from autotune.ops.registry import precision_of
 from autotune.search.compose import Composer, Composition
 from autotune.search.driver import SearchOptions
 from autotune.settings import DEFAULT_SPACES_DIR
-from autotune.storage.results import precision_of
 
 
 def test_search_composes_and_exports_the_composition(tmp_path: Path,
@@ -54,15 +54,24 @@ def _composer(ranked: dict[str, list[dict]], device: str = "cpu",
     composer = Composer.__new__(Composer)
     composer.device = device
     composer.buckets = [B] if second is None else [B, B2]
-    composer.candidates = {kind: {B: entries} for kind, entries in ranked.items()}
+
+    def registered(kind: str, entries: list[dict]) -> list[dict]:
+        # "dense" is the GEMM kinds' CPU variant; other kinds and devices name theirs
+        name = {"attention": "sdpa"}.get(kind, "dense") if device == "cpu" else "torch"
+        return [{**e, "params": {**e["params"], "variant": name}}
+                if e["params"]["variant"] == "dense" else e for e in entries]
+
+    composer.candidates = {kind: {B: registered(kind, entries)}
+                           for kind, entries in ranked.items()}
     for kind, entries in (second or {}).items():
-        composer.candidates[kind][B2] = entries
+        composer.candidates[kind][B2] = registered(kind, entries)
     return composer
 
 
 def _precisions(composer: Composer, comp: Composition, j: int = 0) -> dict[str, str]:
     b = composer.buckets[j]
-    return {k: precision_of(composer.entry(k, b, i[j])["params"]) for k, i in comp.choice.items()}
+    return {k: precision_of(k, composer.device, composer.entry(k, b, i[j])["params"])
+            for k, i in comp.choice.items()}
 
 
 def test_step_back_moves_the_least_precise_op_up() -> None:

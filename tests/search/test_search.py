@@ -15,7 +15,7 @@ from sqlalchemy import create_engine, text
 import tests.faulty_variants  # noqa: F401  (registers test_* variants in this process)
 from autotune.cli import run_search
 from autotune.export import build_config, schema
-from autotune.measure import MeasureResult
+from autotune.measure import MeasureResult, Status
 from autotune.models.bert import Bucket
 from autotune.search.driver import WARM_K, SearchOptions
 from autotune.search.spaces import load_spaces, space_context
@@ -216,8 +216,8 @@ class _SlowerWhenRemeasured:
 
     def run(self, task: object, timeout: float, stop: object) -> MeasureResult:
         same = params_key(task.params) == params_key(self.baseline)  # type: ignore[attr-defined]
-        return MeasureResult("ok", rel_error=0.0, cand_ms=1.0 if same else 2.0, cand_iqr_ms=0.1,
-                             ref_ms=1.0, ref_iqr_ms=0.1, rounds=9)
+        return MeasureResult(Status.OK, rel_error=0.0, cand_ms=1.0 if same else 2.0,
+                             cand_iqr_ms=0.1, ref_ms=1.0, ref_iqr_ms=0.1, rounds=9)
 
     def close(self) -> None:
         pass
@@ -245,7 +245,7 @@ def test_remeasured_slower_than_the_reference_ships_the_reference_config(
         study.enqueue_trial(params)
         trial = study.ask()
         assert suggest(trial, searcher.spaces["pooler"]) == params
-        tell(study, trial, MeasureResult("ok", rel_error=0.0, cand_ms=ratio, ref_ms=1.0),
+        tell(study, trial, MeasureResult(Status.OK, rel_error=0.0, cand_ms=ratio, ref_ms=1.0),
              opts.max_rel_error, cached=False)
     try:
         final = searcher.remeasure(study, inst)

@@ -8,7 +8,7 @@ import optuna
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 
-from autotune.measure import MeasureResult
+from autotune.measure import MeasureResult, Status
 from autotune.storage.cache import MeasurementCache
 from autotune.storage.claims import Claims
 
@@ -32,7 +32,7 @@ def test_orphaned_claims_are_released_and_the_others_kept(tmp_path: Path) -> Non
         assert claims.claim(key) is True
     _trial(study, "dead", TrialState.FAIL)
     _trial(study, "running", TrialState.RUNNING)
-    MeasurementCache(url).put("done", "study", {"x": "done"}, MeasureResult("ok", ""))
+    MeasurementCache(url).put("done", "study", {"x": "done"}, MeasureResult(Status.OK, ""))
     assert claims.free() == 1
     assert claims.release_orphans(study) == ["dead"]
     assert claims.left(study) == 2
