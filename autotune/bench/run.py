@@ -15,7 +15,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from autotune.bench import PEERS
+from autotune.bench import PEERS, quality
 from autotune.bench.lengths import LengthMix, make_batch, parse_lengths
 from autotune.bench.memory import peak_mb, reset_peak, rss_mb, weights_at_precisions_mb
 from autotune.bench.peers import Peer, PeerUnavailable, build_peer, pooled, temp_dir
@@ -62,24 +62,6 @@ def default_shapes(cfg: TunedConfig, max_positions: int) -> tuple[Bucket, ...]:
     return tuple(Bucket(b, s) for b in batches for s in seqs)
 
 
-def hf_config(arch: BertArch) -> Any:
-    """The transformers config of ``arch``'s family (eager attention)."""
-    from transformers import AutoConfig
-
-    fields = arch.to_dict()
-    fields.pop("family", None)
-    fields.pop("pad_token_id", None)
-    back = {field: key for key, field in arch.spec.config_keys}
-    kwargs = {back.get(k, k): v for k, v in fields.items()}
-    if arch.spec.offset_positions:
-        kwargs["pad_token_id"] = arch.pad_token_id
-    if arch.family == "electra":
-        kwargs["embedding_size"] = arch.hidden_size
-    cfg = AutoConfig.for_model(arch.family, **kwargs)
-    cfg._attn_implementation = "eager"
-    return cfg
-
-
 def base_model(arch: BertArch, folder: Path | None) -> tuple[torch.nn.Module, str]:
     """The family's HF base model (BertModel, RobertaModel, ...; float32, eager attention)
     with the real weights when there are any, else HF's own initialisation (seeded)."""
@@ -87,7 +69,7 @@ def base_model(arch: BertArch, folder: Path | None) -> tuple[torch.nn.Module, st
 
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        hf = AutoModel.from_config(hf_config(arch)).eval()
+        hf = AutoModel.from_config(arch.hf_config()).eval()
     state = read_checkpoint(folder) if folder else None
     if state is None:
         return hf, "random weights"
@@ -133,6 +115,7 @@ def run_bench(opts: BenchOptions, console: Console) -> dict[str, Any]:
         check_fit(cfg, resolved.arch)
     for w in caught:
         console.print(f"[yellow]note:[/] {w.message}")
+    console.print(f"{resolved.name}: {resolved.arch.describe()}")
     top = resolved.arch.max_seq
     shapes = opts.shapes or default_shapes(cfg, top)
     too_long = [b.label for b in shapes if b.seq > top]
@@ -176,6 +159,7 @@ def run_bench(opts: BenchOptions, console: Console) -> dict[str, Any]:
             console.print(f"[{i + 1}/{len(shapes)}] {shape.batch}x{shape.seq}: warming up "
                           f"{len(peers)} contenders (torch.compile compiles here)")
             rows += _bench_bucket(shape, peers, hf, resolved.arch, mix, opts, weights_mb)
+        texts = _text_quality(peers, hf, resolved.arch, mix, console) if mix.texts else {}
     runtime_warnings = list(dict.fromkeys(str(w.message) for w in caught
                                           if issubclass(w.category, FallbackWarning)))
     for message in runtime_warnings:
@@ -185,7 +169,8 @@ def run_bench(opts: BenchOptions, console: Console) -> dict[str, Any]:
               "weights_at_precisions_mb": at_precisions,
               "max_rel_error": cfg.max_rel_error,
               "lengths": mix.desc, "machine": machine("cpu"), "torch": torch.__version__,
-              "rows": rows, "skipped": skipped, "runtime_warnings": runtime_warnings,
+              "rows": rows, "text_quality": texts, "skipped": skipped,
+              "runtime_warnings": runtime_warnings,
               "notes": {p.name: p.note for p in peers}}
     _print_table(result, console)
     out = opts.output or opts.config.with_suffix(".bench.json")
@@ -197,6 +182,22 @@ def run_bench(opts: BenchOptions, console: Console) -> dict[str, Any]:
 
         store_bench(opts.storage, result)
     return result
+
+
+def _text_quality(peers: list[Peer], hf: torch.nn.Module, arch: BertArch, mix: LengthMix,
+                  console: Console) -> dict[str, dict[str, float]]:
+    """Every contender's sentence embeddings of the text file against float32 HF's."""
+    batches = list(quality.text_batches(mix, arch.n_token_types))
+    console.print(f"embedding {sum(len(b['input_ids']) for b in batches)} texts with "
+                  f"{len(peers)} contenders and float32 HF")
+
+    def reference(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.inference_mode():
+            out = hf(**batch)
+        return out.last_hidden_state, pooled(out)
+
+    ref = quality.embed(reference, batches)
+    return {p.name: quality.compare(quality.embed(p.run, batches), ref) for p in peers}
 
 
 def _bench_bucket(bucket: Bucket, peers: list[Peer], hf: torch.nn.Module, arch: BertArch,
@@ -258,8 +259,22 @@ def _print_table(result: dict[str, Any], console: Console) -> None:
                       f"{result['weights_at_precisions_mb']:.0f} MB")
     if len({r["bucket"] for r in result["rows"]}) > 1:
         console.print(_grid_table(result["rows"]))
+    if result.get("text_quality"):
+        console.print(_text_table(result["text_quality"], result["lengths"]))
     for name, why in result["skipped"].items():
         console.print(f"skipped {name}: {why}")
+
+
+def _text_table(quality: dict[str, dict[str, float]], lengths: str) -> Table:
+    n = next(iter(quality.values()))["texts"]
+    table = Table(title=f"sentence embeddings (mean-pooled) of the first {n} inputs of the "
+                        f"{lengths}, against float32 HF's")
+    for col in ("contender", "min cos", "mean cos", "nearest neighbour kept"):
+        table.add_column(col, justify="left" if col == "contender" else "right")
+    for name, q in quality.items():
+        table.add_row(name, f"{q['min_cos']:.5f}", f"{q['mean_cos']:.5f}",
+                      f"{100 * q['neighbours_kept']:.1f}%")
+    return table
 
 
 def _grid_table(rows: list[dict[str, Any]]) -> Table:

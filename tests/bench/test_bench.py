@@ -204,3 +204,20 @@ def test_bench_on_real_text_pads_every_contender_to_the_longest(tmp_path: Path,
     assert rows["tuned"]["rel_error"] < 0.05 and rows["openvino"]["rel_error"] < 1e-4
     assert len({r["real_tokens"] for r in rows.values()}) == 1
     assert all(r["padded_to"] <= 64 for r in rows.values())
+    quality = result["text_quality"]
+    assert set(quality) == {"tuned", "eager", "openvino"} and quality["eager"]["texts"] == 4
+    assert quality["eager"]["min_cos"] > 0.99999 and quality["eager"]["neighbours_kept"] == 1
+    assert 0.99 < quality["tuned"]["min_cos"] <= quality["tuned"]["mean_cos"] <= 1.0001
+
+
+def test_embedding_comparison_sees_a_changed_neighbour() -> None:
+    from autotune.bench.quality import compare
+
+    ref = torch.nn.functional.normalize(torch.tensor(
+        [[1.0, 0.0, 0.0], [0.9, 0.1, 0.0], [0.0, 1.0, 0.0], [0.0, 0.9, 0.2]]), dim=-1)
+    assert compare(ref, ref) == {"texts": 4, "min_cos": pytest.approx(1.0),
+                                 "mean_cos": pytest.approx(1.0), "neighbours_kept": 1.0}
+    moved = ref.clone()
+    moved[1] = torch.nn.functional.normalize(torch.tensor([0.0, 0.95, 0.1]), dim=0)
+    got = compare(moved, ref)
+    assert got["neighbours_kept"] < 1 and got["min_cos"] < 0.2
