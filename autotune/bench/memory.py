@@ -59,7 +59,7 @@ def weights_at_precisions_mb(state: dict[str, torch.Tensor], arch: BertArch,
     total = 0
     for kind, calls in split_weights(state, arch).items():
         sizes = {ELEMENT_BYTES.get(precision_of(kind, cfg.device, c.all_params), (4, 4))[0]
-                 for c in cfg.ops.get(kind, ())} or {4}
+                 for c in (*cfg.ops.get(kind, ()), *cfg.layer_ops.get(kind, ()))} or {4}
         for weights in calls:
             for t in weights.values():
                 total += t.numel() * (sum(sizes) if t.dim() >= 2 else 4)

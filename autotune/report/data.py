@@ -53,7 +53,8 @@ def op_rows(inp: ReportInput) -> list[OpRow]:
     shipped: dict[tuple[str, int, int], dict[str, Any]] = {}
     for kind, entries in (inp.config or {}).get("ops", {}).items():
         for e in entries:
-            shipped[(kind, e["bucket"]["batch"], e["bucket"]["seq"])] = e
+            if "layers" not in e:  # the bucket's choice (some layers may run another)
+                shipped[(kind, e["bucket"]["batch"], e["bucket"]["seq"])] = e
     counts = {(i.kind, i.bucket.batch, i.bucket.seq): i.count for i in workload(
         inp.arch, sorted({Bucket(s.batch, s.seq) for s in inp.studies},
                          key=lambda b: (b.batch, b.seq)))}

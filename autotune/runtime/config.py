@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -20,6 +20,7 @@ from autotune import SCHEMA_VERSION
 from autotune.errors import UserError
 from autotune.fingerprint import machine
 from autotune.models.bert import BertArch, Bucket
+from autotune.models.kinds import KINDS, OP_KINDS
 from autotune.runtime import jsonschema_lite
 from autotune.space import Value
 
@@ -38,6 +39,8 @@ class Choice:
     latency_ms: float
     baseline_ms: float
     rel_error: float
+    #: encoder layers this choice is for, instead of its bucket's default (empty: the default)
+    layers: tuple[int, ...] = ()
 
     @property
     def all_params(self) -> dict[str, Value]:
@@ -55,9 +58,12 @@ class TunedConfig:
     pad_to_multiple: int
     varlen: bool
     threads: int  # > 0: every op runs on this many threads (switching per op costs)
-    ops: dict[str, tuple[Choice, ...]]
+    ops: dict[str, tuple[Choice, ...]]  # per kind, one default choice per bucket
     raw: dict[str, Any]
     cuda_graphs: int = 0  # > 0: replay CUDA graphs for batches up to this size (CUDA only)
+    #: per kind, choices for some encoder layers of a bucket instead of its default (a
+    #: per-layer composition: e.g. the layer whose int8 error broke the bound in bfloat16)
+    layer_ops: dict[str, tuple[Choice, ...]] = field(default_factory=dict)
 
 
 def config_dict(model_name: str, arch: BertArch, device: str, max_rel_error: float,
@@ -70,7 +76,6 @@ def config_dict(model_name: str, arch: BertArch, device: str, max_rel_error: flo
     from datetime import UTC, datetime
 
     from autotune.fingerprint import software
-    from autotune.models.kinds import OP_KINDS
 
     return {
         "schema": SCHEMA_VERSION,
@@ -144,8 +149,10 @@ def parse_config(source: str | Path | dict[str, Any]) -> TunedConfig:
     device = data["device"]
     spaces = _spaces(device)
     ops: dict[str, tuple[Choice, ...]] = {}
+    layer_ops: dict[str, tuple[Choice, ...]] = {}
     for kind, entries in data["ops"].items():
-        choices = []
+        choices: list[Choice] = []
+        overrides: list[Choice] = []
         for i, e in enumerate(entries):
             field = f"ops.{kind}[{i}]"
             try:
@@ -161,10 +168,21 @@ def parse_config(source: str | Path | dict[str, Any]) -> TunedConfig:
             if b.seq > arch.max_seq:
                 raise ConfigError(f"{where}: {field}.bucket.seq: {b.seq} exceeds the model's "
                                   f"longest input ({arch.max_seq} tokens)")
-            choices.append(Choice(b, e["variant"], dict(e["params"]), e["latency_ms"],
-                                  e["baseline_ms"], e["rel_error"]))
+            layers = tuple(sorted(set(e.get("layers", ()))))
+            if layers and not KINDS[kind].per_layer:
+                raise ConfigError(f"{where}: {field}.layers: {kind} runs once per forward "
+                                  "pass, not per layer")
+            if layers and layers[-1] >= arch.num_hidden_layers:
+                raise ConfigError(f"{where}: {field}.layers: layer {layers[-1]} of a model "
+                                  f"with {arch.num_hidden_layers}")
+            (overrides if layers else choices).append(Choice(
+                b, e["variant"], dict(e["params"]), e["latency_ms"], e["baseline_ms"],
+                e["rel_error"], layers))
+        _check_buckets(kind, choices, overrides, where)
         ops[kind] = tuple(sorted(choices, key=lambda c: (c.bucket.batch * c.bucket.seq,
                                                           c.bucket.batch)))
+        if overrides:
+            layer_ops[kind] = tuple(overrides)
     layout = data["layout"]
     graphs = int(layout.get("cuda_graphs", 0))
     if graphs and device != "cuda":
@@ -175,7 +193,29 @@ def parse_config(source: str | Path | dict[str, Any]) -> TunedConfig:
                           "on the data, so they cannot be captured in a CUDA graph")
     return TunedConfig(data["model"]["name"], arch, device, data["machine"], data["software"],
                        data["tolerance"]["max_rel_error"], layout["pad_to_multiple"],
-                       layout["varlen"], layout.get("threads", 0), ops, data, graphs)
+                       layout["varlen"], layout.get("threads", 0), ops, data, graphs,
+                       layer_ops)
+
+
+def _check_buckets(kind: str, defaults: list[Choice], overrides: list[Choice],
+                   where: str) -> None:
+    """One default choice per bucket; a layer's choice in a bucket given once at most, in a
+    bucket that has a default."""
+    seen: set[Bucket] = set()
+    for c in defaults:
+        if c.bucket in seen:
+            raise ConfigError(f"{where}: ops.{kind}: two choices for bucket {c.bucket.label}")
+        seen.add(c.bucket)
+    layers: set[tuple[Bucket, int]] = set()
+    for c in overrides:
+        if c.bucket not in seen:
+            raise ConfigError(f"{where}: ops.{kind}: layer choices for bucket "
+                              f"{c.bucket.label}, which has no choice for the other layers")
+        for n in c.layers:
+            if (c.bucket, n) in layers:
+                raise ConfigError(f"{where}: ops.{kind}: two choices for layer {n} in bucket "
+                                  f"{c.bucket.label}")
+            layers.add((c.bucket, n))
 
 
 def check_fit(config: TunedConfig, arch: BertArch, strict: bool = False) -> None:

@@ -100,11 +100,16 @@ class TunedBert(torch.nn.Module):
         # op kind -> the weights of each of its calls in a forward pass (one per layer)
         self.weights = split_weights(state_dict, arch)
         self.ops: dict[str, tuple[Choice, ...]] = dict(config.ops) if config else {}
+        # (kind, bucket, layer) -> the choice for that layer instead of the bucket's default
+        self.layer_ops = {(kind, c.bucket, n): c for kind, cs in (
+            config.layer_ops.items() if config else ()) for c in cs for n in c.layers}
         self.pad_to = config.pad_to_multiple if config else 1
         self.varlen = bool(config and config.varlen)
         self.cuda_graphs = config.cuda_graphs if config else 0
-        self.skips_padded_keys = any(c.params.get("skip_padded_keys")
-                                     for c in self.ops.get("attention", ()))
+        self.skips_padded_keys = any(
+            c.params.get("skip_padded_keys") for c in
+            (*self.ops.get("attention", ()), *(config.layer_ops.get("attention", ())
+                                               if config else ())))
         self._graphs: dict[tuple[object, ...], tuple[Any, tuple[torch.Tensor | None, ...],
                                                      tuple[torch.Tensor, torch.Tensor | None]]] = {}
         self._built: dict[tuple[str, int, Bucket], tuple[OpFn, torch.dtype]] = {}
@@ -121,7 +126,8 @@ class TunedBert(torch.nn.Module):
         choice = pick_choice(kind, self.ops.get(kind, ()), batch, seq)
         if choice is None:
             return self._reference(kind, layer), torch.float32
-        return self._built.get((kind, layer, choice.bucket)) or self._build(kind, layer, choice)
+        return self._built.get((kind, layer, choice.bucket)) or self._build(
+            kind, layer, self.layer_ops.get((kind, choice.bucket, layer), choice))
 
     def _build(self, kind: str, layer: int, choice: Choice) -> tuple[OpFn, torch.dtype]:
         key = (kind, layer, choice.bucket)
@@ -153,7 +159,8 @@ class TunedBert(torch.nn.Module):
         for kind, choices in self.ops.items():
             for layer in self._layers(kind):
                 for choice in choices:
-                    self._build(kind, layer, choice)
+                    self._build(kind, layer,
+                                self.layer_ops.get((kind, choice.bucket, layer), choice))
         if not release_weights:
             return
         with self._building:
@@ -224,12 +231,7 @@ class TunedBert(torch.nn.Module):
         if pos is not None:
             emb_in["position_ids"] = pos
         h = self._run1("embeddings", 0, batch, padded, emb_in)
-        keep = mask.bool()[:, None, None, :]
-        masks = {"mask_bool": keep,
-                 "mask_add": torch.zeros(keep.shape, device=keep.device).masked_fill(
-                     ~keep, torch.finfo(torch.float32).min)}
-        if self.skips_padded_keys:  # only flash attention reads them (~20 µs on a CPU)
-            masks["key_lengths"] = key_lengths(mask)
+        masks = self._masks(mask)
         real = mask.reshape(-1).nonzero().squeeze(1) if self.varlen else None
         if real is not None:
             h = h.reshape(batch * padded, -1).index_select(0, real)[None]  # (1, tokens, hidden)
@@ -242,6 +244,23 @@ class TunedBert(torch.nn.Module):
         pooled = self._run1("pooler", 0, batch, padded, {"hidden": h}) \
             if "pooler" in self.weights else None
         return h, pooled
+
+    def _masks(self, mask: torch.Tensor) -> Tensors:
+        keep = mask.bool()[:, None, None, :]
+        masks = {"mask_bool": keep,
+                 "mask_add": torch.zeros(keep.shape, device=keep.device).masked_fill(
+                     ~keep, torch.finfo(torch.float32).min)}
+        if self.skips_padded_keys:  # only flash attention reads them (~20 µs on a CPU)
+            masks["key_lengths"] = key_lengths(mask)
+        return masks
+
+    @torch.no_grad()
+    def run_layer(self, layer: int, hidden: torch.Tensor,
+                  attention_mask: torch.Tensor) -> torch.Tensor:
+        """Encoder layer ``layer`` alone on ``hidden`` (batch, seq, hidden; padded layout):
+        fed the float32 model's input to that layer, its output shows the layer's own error."""
+        batch, seq = attention_mask.shape
+        return self._layer(layer, hidden, batch, seq, self._masks(attention_mask), None)
 
     def _graphed(self, *args: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``_encode`` replayed from a CUDA graph captured once per input shape: one launch

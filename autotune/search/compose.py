@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import optuna
@@ -57,6 +57,12 @@ class Composition:
     varlen: bool
     threads: int = 0  # 0: each op's own thread count; N: all ops on N (no switching)
     cuda_graphs: int = 0  # CUDA: replay graphs for batches up to this size (0: off)
+    #: (kind, bucket index, layer) -> ranked index for that encoder layer instead of the
+    #: bucket's choice: where stepping back found the error (a per-layer composition)
+    layers: dict[tuple[str, int, int], int] = field(default_factory=dict)
+
+    def index(self, kind: str, j: int, layer: int) -> int:
+        return self.layers.get((kind, j, layer), self.choice[kind][j])
 
 
 class Composer:
@@ -65,7 +71,6 @@ class Composer:
     def __init__(self, resolved: ResolvedModel, state: dict[str, torch.Tensor],
                  candidates: Candidates, buckets: list[Bucket], lengths: str, tol: float,
                  device: str = "cpu", seconds: float = 1.0) -> None:
-        from autotune.bench.run import base_model
 
         self.resolved, self.arch = resolved, resolved.arch
         self.candidates, self.buckets, self.tol = candidates, buckets, tol
@@ -80,14 +85,11 @@ class Composer:
             b.batch, b.seq, self.arch.vocab_size, mix, seed=i, pad_to_longest=True,
             token_types=self.arch.n_token_types).items()}
             for i, b in enumerate(buckets)]
-        hf, _ = base_model(self.arch, None)
-        missing, unexpected = hf.load_state_dict(state, strict=False)
-        assert not unexpected and not [k for k in missing if "position_ids" not in k], \
-            (missing, unexpected)
-        hf.to(self.on)
+        hf = self.reference_model()
         with torch.inference_mode():
             self.refs = [hf(**batch) for batch in self.batches]
         self.anchor = self.model(self.winners())
+        self._hidden: dict[int, tuple[torch.Tensor, ...]] = {}
 
     def winners(self) -> Composition:
         """The per-op winners as they are."""
@@ -98,16 +100,26 @@ class Composer:
         return ranked[min(index, len(ranked) - 1)]
 
     def config(self, comp: Composition) -> dict[str, Any]:
+        """The tuned config of a composition: per kind and bucket the choice most layers
+        run, and an entry with ``layers`` for each other choice some layers run."""
         ops: dict[str, list[dict[str, Any]]] = {}
         for kind in self.candidates:
-            for bucket, index in zip(self.buckets, comp.choice[kind], strict=True):
-                e = self.entry(kind, bucket, index)
-                params = dict(e["params"])
-                ops.setdefault(kind, []).append({
-                    "bucket": {"batch": bucket.batch, "seq": bucket.seq},
-                    "variant": params.pop("variant"), "params": params,
-                    "latency_ms": e["cand_ms"], "latency_iqr_ms": e["cand_iqr_ms"],
-                    "baseline_ms": e["ref_ms"], "rel_error": e["rel_error"]})
+            layers = range(KINDS[kind].count(self.arch)) if KINDS[kind].per_layer else [0]
+            for j, bucket in enumerate(self.buckets):
+                by_index: dict[int, list[int]] = {}
+                for n in layers:
+                    by_index.setdefault(comp.index(kind, j, n), []).append(n)
+                default = max(by_index, key=lambda i: (len(by_index[i]),
+                                                       i == comp.choice[kind][j]))
+                for index, ns in sorted(by_index.items(), key=lambda kv: kv[0] != default):
+                    e = self.entry(kind, bucket, index)
+                    params = dict(e["params"])
+                    ops.setdefault(kind, []).append({
+                        "bucket": {"batch": bucket.batch, "seq": bucket.seq},
+                        "variant": params.pop("variant"), "params": params,
+                        "latency_ms": e["cand_ms"], "latency_iqr_ms": e["cand_iqr_ms"],
+                        "baseline_ms": e["ref_ms"], "rel_error": e["rel_error"],
+                        **({} if index == default else {"layers": ns})})
         return config_dict(self.resolved.name, self.arch, self.device, self.tol, ops,
                            comp.pad_to_multiple, comp.varlen, comp.threads, comp.cuda_graphs)
 
@@ -167,36 +179,97 @@ class Composer:
                 choice[j] = same[0]
         if tuple(choice) == comp.choice[kind]:
             return None
-        return Composition({**comp.choice, kind: tuple(choice)}, comp.pad_to_multiple,
-                           comp.varlen, comp.threads, comp.cuda_graphs)
+        return replace(comp, choice={**comp.choice, kind: tuple(choice)})
 
     def step_back(self, comp: Composition, buckets: list[int] | None = None) -> Composition:
-        """In each of ``buckets`` (indices; default all), the lowest-precision op (largest
-        per-op error first) moves to its best config of the next higher precision there; the
-        other buckets keep their choices."""
+        """In each of ``buckets`` (indices; default all), one op moves to its best config of
+        the next higher precision there (bfloat16 before float32): inside the encoder layer
+        whose own error is largest (fed the float32 model's input, see ``layer_errors``),
+        the lowest-precision op, largest per-op error first, for that layer only. Where no
+        layer has an op to move, the lowest-precision kind outside the layers (embeddings,
+        pooler) moves."""
         choice = {k: list(v) for k, v in comp.choice.items()}
+        layers = dict(comp.layers)
+        model = self.model(comp) if any(KINDS[k].per_layer for k in self.candidates) else None
         moved = False
         for j in range(len(self.buckets)) if buckets is None else buckets:
             bucket = self.buckets[j]
 
-            def prec(kind: str, j: int = j, bucket: Bucket = bucket) -> int:
+            def prec(kind: str, index: int, bucket: Bucket = bucket) -> int:
                 return PRECISION_RANK[precision_of(
-                    kind, self.device, self.entry(kind, bucket, choice[kind][j])["params"])]
+                    kind, self.device, self.entry(kind, bucket, index)["params"])]
 
-            movable = [k for k in self.candidates if prec(k) < PRECISION_RANK["float32"]]
-            if not movable:
-                continue
-            kind = min(movable, key=lambda k: (
-                prec(k), -self.entry(k, bucket, choice[k][j])["rel_error"]))
-            ranked = self.candidates[kind][bucket]
-            choice[kind][j] = next(
-                i for i, e in enumerate(ranked)
-                if PRECISION_RANK[precision_of(kind, self.device, e["params"])] > prec(kind))
-            moved = True
+            def up(kind: str, index: int, bucket: Bucket = bucket) -> int:
+                return next(i for i, e in enumerate(self.candidates[kind][bucket])
+                            if PRECISION_RANK[precision_of(kind, self.device, e["params"])]
+                            > prec(kind, index))
+
+            def worst(movable: list[tuple[str, int]], bucket: Bucket = bucket,
+                      ) -> tuple[str, int]:
+                return min(movable, key=lambda ki: (
+                    prec(*ki), -self.entry(ki[0], bucket, ki[1])["rel_error"]))
+
+            by_error = [] if model is None else sorted(
+                enumerate(self.layer_errors(model, j)), key=lambda ne: -ne[1])
+            for n, _ in by_error:
+                movable = [(k, comp.index(k, j, n)) for k in self.candidates
+                           if KINDS[k].per_layer
+                           and prec(k, comp.index(k, j, n)) < PRECISION_RANK["float32"]]
+                if movable:
+                    kind, index = worst(movable)
+                    layers[(kind, j, n)] = up(kind, index)
+                    moved = True
+                    break
+            else:  # no layer has an op below float32: move a kind outside the layers
+                movable = [(k, choice[k][j]) for k in self.candidates
+                           if (model is None or not KINDS[k].per_layer)
+                           and prec(k, choice[k][j]) < PRECISION_RANK["float32"]]
+                if movable:
+                    kind, index = worst(movable)
+                    choice[kind][j] = up(kind, index)
+                    moved = True
         if not moved:
             raise RuntimeError("every op already runs in float32")
-        return Composition({k: tuple(v) for k, v in choice.items()}, comp.pad_to_multiple,
-                           comp.varlen, comp.threads, comp.cuda_graphs)
+        for kind in (k for k in self.candidates if KINDS[k].per_layer):
+            for j in range(len(self.buckets)):  # every layer moved alike: the bucket's choice
+                moved_to = {layers.get((kind, j, n)) for n in range(self.arch.num_hidden_layers)}
+                if len(moved_to) == 1 and None not in moved_to:
+                    choice[kind][j] = moved_to.pop()  # type: ignore[assignment]
+                    for n in range(self.arch.num_hidden_layers):
+                        del layers[(kind, j, n)]
+        return replace(comp, choice={k: tuple(v) for k, v in choice.items()}, layers=layers)
+
+    def layer_errors(self, model: TunedBert, j: int) -> list[float]:
+        """Each encoder layer's own error in bucket ``j``: the layer fed the float32 model's
+        input to it, against the float32 model's output of it (real tokens)."""
+        hidden, mask = self.reference_hidden(j), self.batches[j]["attention_mask"]
+        keep = mask.bool()
+        out = []
+        for n in range(self.arch.num_hidden_layers):
+            got = model.run_layer(n, hidden[n], mask).float()
+            want = hidden[n + 1]
+            out.append(float((got - want)[keep].norm() / want[keep].norm()))
+        return out
+
+    def reference_hidden(self, j: int) -> tuple[torch.Tensor, ...]:
+        """The float32 model's hidden states of bucket ``j``'s batch, before and after every
+        layer (computed once, when a step back first needs them)."""
+        if j not in self._hidden:
+            with torch.inference_mode():
+                out = self.reference_model()(**self.batches[j], output_hidden_states=True)
+            self._hidden[j] = tuple(h.float() for h in out.hidden_states)
+        return self._hidden[j]
+
+    def reference_model(self) -> torch.nn.Module:
+        """The family's float32 HF model with the study's weights (made when needed: it is
+        a second copy of them)."""
+        from autotune.bench.run import base_model
+
+        hf, _ = base_model(self.arch, None)
+        missing, unexpected = hf.load_state_dict(self.state, strict=False)
+        assert not unexpected and not [k for k in missing if "position_ids" not in k], \
+            (missing, unexpected)
+        return hf.to(self.on)
 
 
 def layout_key(params: dict[str, Any]) -> tuple[str, ...]:
@@ -306,6 +379,8 @@ def run_composition(storage: optuna.storages.BaseStorage, composer: Composer, tr
                  f"({res['ratio']:.2f}× the per-op winners)")
     final = {"choice": {k: {b.label: i for b, i in zip(composer.buckets, v, strict=True)}
                         for k, v in comp.choice.items()}, "shared_layout": shared,
+             "layers": {f"{k}.{composer.buckets[j].label}.{n}": i
+                        for (k, j, n), i in sorted(comp.layers.items())},
              "pad_to_multiple": comp.pad_to_multiple,
              "varlen": comp.varlen, "threads": comp.threads,
              "cuda_graphs": comp.cuda_graphs, "stepped_back": steps,

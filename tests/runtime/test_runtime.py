@@ -8,6 +8,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -15,7 +16,7 @@ from transformers import BertConfig, BertForSequenceClassification, BertModel
 
 import autotune
 from autotune.models.bert import BertArch, Bucket
-from autotune.runtime import TunedBert, parse_config
+from autotune.runtime import ConfigError, TunedBert, parse_config
 from autotune.runtime.model import pick_choice
 from tests.conftest import TINY
 from tests.runtime.helpers import BF16_GEMM, F32_GEMM, INT8_GEMM, choices, make_config
@@ -359,3 +360,56 @@ def test_a_loaded_model_drops_the_float32_originals_its_ops_do_not_use() -> None
     err = (got.last_hidden_state - want.last_hidden_state).norm() / \
         want.last_hidden_state.norm()
     assert err < 0.03
+
+
+def test_a_per_layer_config_runs_each_layer_its_own_choice(tmp_path: Path) -> None:
+    """Layer 1's GEMMs in float32, layer 0's in bfloat16: the config passes the schema,
+    loads, builds each layer's own choice, and matches float32 HF better than all-bfloat16."""
+    import jsonschema
+
+    from autotune.export import schema
+
+    buckets = [(1, 8), (4, 16)]
+    bf16 = make_config(TINY, choices(BF16_GEMM, "bfloat16"), buckets)
+    fp32 = make_config(TINY, choices(F32_GEMM, "float32"), buckets)
+    mixed = json.loads(json.dumps(bf16))
+    for kind in ("qkv_proj", "attn_out", "ffn_up", "ffn_down"):
+        mixed["ops"][kind] += [{**e, "layers": [1]} for e in fp32["ops"][kind]]
+    jsonschema.validate(mixed, schema())
+    path = tmp_path / "mixed.json"
+    path.write_text(json.dumps(mixed))
+    cfg = parse_config(path)
+    assert {c.layers for cs in cfg.layer_ops.values() for c in cs} == {(1,)}
+    assert all(len(cs) == 2 for cs in cfg.ops.values())  # one default per bucket
+
+    hf = _hf()
+    inputs = _inputs(batch=3, seq=11)
+    with torch.no_grad():
+        want = hf(**inputs).last_hidden_state
+    errors = {}
+    for name, c in (("bf16", bf16), ("mixed", cfg)):
+        model = TunedBert(TINY, dict(hf.state_dict()), parse_config(c) if name == "bf16" else c)
+        model.build_all()
+        errors[name] = _rel(model(**inputs).last_hidden_state, want, inputs["attention_mask"])
+        if name == "mixed":
+            dtypes = {(k, n): d for (k, n, b), (_, d) in model._built.items()
+                      if k == "ffn_up" and b.batch == 4}
+            assert dtypes == {("ffn_up", 0): torch.bfloat16, ("ffn_up", 1): torch.float32}
+    assert errors["mixed"] < errors["bf16"]
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda ops: ops["embeddings"].append({**ops["embeddings"][0], "layers": [0]}),
+     "once per forward pass"),
+    (lambda ops: ops["ffn_up"].append({**ops["ffn_up"][0], "layers": [2]}), "layer 2 of a"),
+    (lambda ops: ops["ffn_up"].extend([{**ops["ffn_up"][0], "layers": [1]}] * 2),
+     "two choices for layer 1"),
+    (lambda ops: ops["ffn_up"].append(dict(ops["ffn_up"][0])), "two choices for bucket"),
+    (lambda ops: ops["ffn_up"].append({**ops["ffn_up"][0], "layers": [0],
+                                       "bucket": {"batch": 2, "seq": 2}}), "no choice for"),
+])
+def test_bad_layer_choices_are_refused(change: Any, message: str) -> None:
+    cfg = make_config(TINY, choices(BF16_GEMM, "bfloat16"), [(4, 16)])
+    change(cfg["ops"])
+    with pytest.raises(ConfigError, match=message):
+        parse_config(cfg)

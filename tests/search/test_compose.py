@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import optuna
 import pytest
+import torch
 from rich.console import Console
 
 from autotune.cli import run_search
-from autotune.models.bert import Bucket
+from autotune.models.bert import Bucket, ResolvedModel
 from autotune.ops.registry import precision_of
 from autotune.search.compose import Composer, Composition
 from autotune.search.driver import SearchOptions
 from autotune.settings import DEFAULT_SPACES_DIR
+from tests.conftest import TINY
 
 
 def test_search_composes_and_exports_the_composition(tmp_path: Path,
@@ -54,6 +57,17 @@ def _composer(ranked: dict[str, list[dict]], device: str = "cpu",
     composer = Composer.__new__(Composer)
     composer.device = device
     composer.buckets = [B] if second is None else [B, B2]
+    composer.arch, composer.tol = TINY, 0.02
+    composer.resolved = ResolvedModel("tiny-bert", TINY, "builtin")
+    # no model behind it: a layer's own error is the sum of its ops' per-op errors (layer 1
+    # a little worse, to break ties)
+    composer.model = lambda comp: comp  # type: ignore[method-assign, assignment, return-value]
+
+    def layer_errors(comp: Composition, j: int) -> list[float]:
+        return [sum(composer.entry(k, composer.buckets[j], comp.index(k, j, n))["rel_error"]
+                    for k in comp.choice) + 0.001 * n for n in range(TINY.num_hidden_layers)]
+
+    composer.layer_errors = layer_errors  # type: ignore[method-assign, assignment]
 
     def registered(kind: str, entries: list[dict]) -> list[dict]:
         # "dense" is the GEMM kinds' CPU variant; other kinds and devices name theirs
@@ -68,27 +82,48 @@ def _composer(ranked: dict[str, list[dict]], device: str = "cpu",
     return composer
 
 
-def _precisions(composer: Composer, comp: Composition, j: int = 0) -> dict[str, str]:
+def _precisions(composer: Composer, comp: Composition, j: int = 0, layer: int = 0,
+                ) -> dict[str, str]:
     b = composer.buckets[j]
-    return {k: precision_of(k, composer.device, composer.entry(k, b, i[j])["params"])
-            for k, i in comp.choice.items()}
+    return {k: precision_of(k, composer.device,
+                            composer.entry(k, b, comp.index(k, j, layer))["params"])
+            for k in comp.choice}
 
 
-def test_step_back_moves_the_least_precise_op_up() -> None:
+def test_step_back_moves_the_least_precise_op_of_the_worst_layer_up() -> None:
+    """One op at a time, to the next higher precision (bfloat16 before float32), in the layer
+    with the largest error of its own (layer 1 here) until it runs float32, then layer 0."""
     composer = _composer({
         "ffn_up": [_entry(INT8, 0.015), _entry(BF16, 0.003), _entry(FP32, 0.0)],
         "attention": [_entry(BF16, 0.004), _entry(FP32, 0.0)],
     })
     comp = Composition({"ffn_up": (0,), "attention": (0,)}, 1, False)
     seen = []
-    for _ in range(3):
+    for _ in range(6):
         comp = composer.step_back(comp)
-        seen.append(_precisions(composer, comp))
-    assert seen == [{"ffn_up": "bfloat16", "attention": "bfloat16"},
-                    {"ffn_up": "bfloat16", "attention": "float32"},
-                    {"ffn_up": "float32", "attention": "float32"}]
+        seen.append((_precisions(composer, comp, layer=0), _precisions(composer, comp, layer=1)))
+        if len(seen) == 1:
+            assert comp.layers == {("ffn_up", 0, 1): 1}
+    bf16 = {"ffn_up": "bfloat16", "attention": "bfloat16"}
+    bf16_fp32 = {"ffn_up": "bfloat16", "attention": "float32"}
+    fp32 = {"ffn_up": "float32", "attention": "float32"}
+    assert seen == [({"ffn_up": "int8", "attention": "bfloat16"}, bf16),
+                    (bf16, bf16),  # then the other layer: its own error is now the largest
+                    (bf16, bf16_fp32),  # the larger per-op error of two bfloat16 ops first
+                    (bf16_fp32, bf16_fp32),
+                    (bf16_fp32, fp32),
+                    (fp32, fp32)]
+    # every layer moved alike: the bucket's own choice, no layer entries left
+    assert comp.choice == {"ffn_up": (2,), "attention": (1,)} and comp.layers == {}
     with pytest.raises(RuntimeError, match="already runs in float32"):
         composer.step_back(comp)
+
+
+def test_kinds_outside_the_layer_step_back_as_a_whole() -> None:
+    composer = _composer({"pooler": [_entry(INT8, 0.02), _entry(BF16, 0.004)],
+                          "ffn_up": [_entry(FP32, 0.0)]})
+    comp = composer.step_back(composer.winners())
+    assert comp.choice == {"pooler": (1,), "ffn_up": (0,)} and comp.layers == {}
 
 
 def test_step_back_in_one_bucket_leaves_the_others_alone() -> None:
@@ -101,9 +136,45 @@ def test_step_back_in_one_bucket_leaves_the_others_alone() -> None:
         second={"ffn_down": [_entry(BF16, 0.004), _entry(FP32, 0.0)],
                 "attention": [_entry(BF16, 0.004), _entry(FP32, 0.0)]})
     comp = composer.step_back(composer.winners(), [0])
-    assert comp.choice == {"ffn_down": (2, 0), "attention": (0, 0)}
-    assert _precisions(composer, comp, 0) == {"ffn_down": "bfloat16", "attention": "bfloat16"}
-    assert _precisions(composer, comp, 1) == {"ffn_down": "bfloat16", "attention": "bfloat16"}
+    assert comp.layers == {("ffn_down", 0, 1): 2}
+    assert _precisions(composer, comp, 0, layer=1) == {"ffn_down": "bfloat16",
+                                                       "attention": "bfloat16"}
+    assert _precisions(composer, comp, 0, layer=0)["ffn_down"] == "int8"
+    assert _precisions(composer, comp, 1, layer=1) == {"ffn_down": "bfloat16",
+                                                       "attention": "bfloat16"}
+
+
+def test_a_per_layer_composition_round_trips_through_export_schema_and_load(
+        tiny_model_dir: Path) -> None:
+    """The config the study exports for a composition with layer choices passes the schema,
+    loads, and runs each layer's own choice."""
+    import jsonschema
+
+    import autotune
+    from autotune.export import schema
+    from autotune.models.kinds import OP_KINDS
+    from tests.runtime.helpers import BF16_GEMM, F32_GEMM, INT8_GEMM, choices
+
+    tiers = [choices(INT8_GEMM, "float32"), choices(BF16_GEMM, "bfloat16"),
+             choices(F32_GEMM, "float32")]
+    ranked = {k: [_entry(t[k], 0.01) for t in tiers] for k in OP_KINDS}
+    composer = _composer(ranked, second=ranked)
+    comp = replace(composer.winners(), layers={("ffn_up", 0, 1): 2, ("ffn_up", 1, 1): 1,
+                                               ("qkv_proj", 1, 0): 2})
+    cfg = composer.config(comp)
+    jsonschema.validate(cfg, schema())
+    ffn_up = cfg["ops"]["ffn_up"]
+    assert [(e["bucket"]["batch"], e.get("layers")) for e in ffn_up] == [
+        (1, None), (1, [1]), (4, None), (4, [1])]
+    (tiny_model_dir / "tuned.json").write_text(json.dumps(cfg))
+    model = autotune.load(str(tiny_model_dir), tiny_model_dir / "tuned.json")
+    dtypes = {(k, n, b.batch): d for (k, n, b), (_, d) in model._built.items()}
+    assert dtypes[("ffn_up", 0, 1)] == dtypes[("ffn_up", 0, 4)] == torch.float32  # int8
+    assert dtypes[("ffn_up", 1, 4)] == torch.bfloat16
+    assert dtypes[("qkv_proj", 0, 4)] == torch.float32 and dtypes[("qkv_proj", 1, 4)] == \
+        torch.float32
+    out = model(torch.randint(0, TINY.vocab_size, (3, 8)))
+    assert torch.isfinite(out.last_hidden_state).all()
 
 
 def test_seeds_include_one_precision_everywhere() -> None:
@@ -158,10 +229,11 @@ def test_the_fastest_composition_is_stepped_back_and_shipped_when_still_fastest(
     cost = {"int8": (0.03, 0.8), "bfloat16": (0.01, 1.0), "float32": (0.0, 2.0)}
 
     def evaluate(comp: Composition) -> dict:
-        per = [cost[p] for j in range(2) for p in _precisions(composer, comp, j).values()]
+        per = [cost[p] for j in range(2) for n in range(2)
+               for p in _precisions(composer, comp, j, n).values()]
         ratio = sum(r for _, r in per) / len(per) * (1.2 if comp.threads else 1.0)
-        errs = [cost[p][0] for p in (_precisions(composer, comp, j)["ffn_down"]
-                                     for j in range(2))]
+        errs = [max(cost[_precisions(composer, comp, j, n)["ffn_down"]][0] for n in range(2))
+                for j in range(2)]
         return {"ratio": ratio, "ms": ratio, "anchor_ms": 1.0, "rel_error": max(errs),
                 "pooler_cos": 1.0, "bucket_violations": [e - 0.02 for e in errs]}
 
@@ -170,7 +242,8 @@ def test_the_fastest_composition_is_stepped_back_and_shipped_when_still_fastest(
     said: list[str] = []
     final = run_composition(storage, composer, 3, 0, said.append)
     assert final["choice"] == {"ffn_down": {"b1s8": 1, "b4s8": 0}}  # bf16 in both buckets
-    assert final["stepped_back"] == 1 and final["threads"] == 0
+    assert final["layers"] == {}  # both layers stepped back (one at a time): the bucket's
+    assert final["stepped_back"] == 2 and final["threads"] == 0
     assert any("stepped back" in s for s in said)
 
 
