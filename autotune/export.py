@@ -7,7 +7,6 @@ the database. Every written file is validated against the JSON Schema shipped in
 from __future__ import annotations
 
 import json
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -17,15 +16,10 @@ from autotune.errors import UserError
 from autotune.files import write_text_atomic
 from autotune.fingerprint import machine
 from autotune.models.bert import BertArch
-from autotune.runtime.config import config_dict
+from autotune.runtime.config import config_dict, schema
 from autotune.storage.results import ranked_configs, trial_counts
 
 _SAMPLER = optuna.samplers.RandomSampler()  # loading a study needs a sampler; never used
-
-
-def schema() -> dict[str, Any]:
-    text = resources.files("autotune").joinpath("schema/tuned_config.schema.json").read_text()
-    return json.loads(text)
 
 
 def validate(config: dict[str, Any]) -> None:

@@ -93,9 +93,18 @@ def config_dict(model_name: str, arch: BertArch, device: str, max_rel_error: flo
 
 
 @cache
-def _schema() -> dict[str, Any]:
-    text = resources.files("autotune").joinpath("schema/tuned_config.schema.json").read_text()
-    return dict(json.loads(text))
+def _schema_text() -> str:
+    return resources.files("autotune").joinpath("schema/tuned_config.schema.json").read_text()
+
+
+def schema() -> dict[str, Any]:
+    """The JSON Schema of tuned configs shipped in the package (a fresh copy)."""
+    return dict(json.loads(_schema_text()))
+
+
+@cache
+def _parsed_schema() -> dict[str, Any]:
+    return schema()
 
 
 @cache
@@ -139,7 +148,7 @@ def parse_config(source: str | Path | dict[str, Any]) -> TunedConfig:
     if data.get("schema") != SCHEMA_VERSION:
         raise ConfigError(f"{where}: schema: version {data.get('schema')!r} is not supported "
                           f"(this autotune reads version {SCHEMA_VERSION})")
-    errors = jsonschema_lite.check(data, _schema())
+    errors = jsonschema_lite.check(data, _parsed_schema())
     if errors:
         more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
         raise ConfigError(f"{where}: {errors[0]}{more}")

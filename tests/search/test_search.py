@@ -290,3 +290,30 @@ def test_warm_started_studies_stop_once_they_stop_improving(tmp_path: Path,
     first, second = sorted(_studies(opts), key=lambda s: s.user_attrs["batch"])
     assert len(_distinct(first)) == 40
     assert len(_distinct(second)) < 40
+
+
+def test_a_study_measures_a_config_of_every_precision(tmp_path: Path,
+                                                      tiny_model_dir: Path) -> None:
+    """Stepping back goes one precision up (int8 → bfloat16 → float32): every study needs a
+    measured config of each, whatever the sampler draws. The seeds are the legal configs
+    nearest the baseline, one per precision."""
+    from autotune.ops.registry import precision_of
+    from autotune.search.loop import distance, tier_seeds
+
+    space = load_spaces(DEFAULT_SPACES_DIR, "cpu", ("ffn_up",))["ffn_up"]
+    configs = list(space.configs(space_context("ffn_up", TINY, Bucket(2, 8))))
+    assert space.baseline is not None
+    seeds = tier_seeds(space, configs)
+    assert sorted(precision_of("ffn_up", "cpu", s) for s in seeds) == ["bfloat16", "int8"]
+    for s in seeds:
+        tier = precision_of("ffn_up", "cpu", s)
+        assert s in configs and distance(s, space.baseline) == min(
+            distance(c, space.baseline) for c in configs
+            if precision_of("ffn_up", "cpu", c) == tier)
+
+    opts = _opts(tmp_path, tiny_model_dir, ops=("ffn_up",), trials=8)
+    _run(opts, tmp_path / "tuned.json")
+    (study,) = _studies(opts)
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert {precision_of("ffn_up", "cpu", t.params) for t in done} >= {
+        "float32", "bfloat16", "int8"}
