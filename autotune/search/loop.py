@@ -66,8 +66,7 @@ def _enqueue_first(study: optuna.Study, space: Space, ctx: dict[str, Any], polic
                    configs: list[Params], seen: set[str], remaining: int) -> None:
     """Grid search (or a space no larger than the budget): every config, in a seeded random
     order. Otherwise a fresh study starts from the reference's own config, then the warm-start
-    configs that are legal here (the search never ends worse than the baseline), then a
-    config of each other precision (``tier_seeds``)."""
+    configs that are legal here: the search never ends worse than the baseline."""
     waiting = {params_key(t.params)
                for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))}
     if policy.sampler == "grid" or len(configs) <= remaining:
@@ -75,10 +74,8 @@ def _enqueue_first(study: optuna.Study, space: Space, ctx: dict[str, Any], polic
             study.enqueue_trial(params)
         return
     first = [space.baseline] if space.baseline is not None and not seen else []
-    # then at most a quarter of the budget on precision tiers: a small one is for exploring
-    tiers = tier_seeds(space, configs)[:remaining // 4] if first else []
     legal = {params_key(c) for c in configs}
-    for params in [*first, *policy.warm, *tiers]:
+    for params in [*first, *policy.warm]:
         key = params_key(params)
         if key in legal and key not in seen | waiting:
             study.enqueue_trial(params)
@@ -87,10 +84,7 @@ def _enqueue_first(study: optuna.Study, space: Space, ctx: dict[str, Any], polic
 
 def tier_seeds(space: Space, configs: list[Params]) -> list[Params]:
     """For each precision the space can run besides its baseline's, the legal config nearest
-    the baseline in that precision. The model-level study steps ops back one precision at a
-    time (bfloat16 before float32), so each study needs a measured config of every
-    precision, and a sampler may not draw one in 20 trials. Spaces of kinds without
-    registered variants (imported landscapes) get none."""
+    the baseline in that precision (none for kinds without registered variants)."""
     from autotune.ops.registry import precision_of
 
     try:
