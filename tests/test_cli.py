@@ -182,3 +182,12 @@ def test_cli_names_match_the_registries() -> None:
     from autotune.search.samplers import SAMPLERS as NAMES
 
     assert SAMPLERS == NAMES
+
+
+def test_the_cli_starts_without_torch_or_optuna() -> None:
+    """`autotune --help` must not wait for torch: the option lists (op kinds, samplers, peers)
+    come from modules that import neither."""
+    code = "import sys, autotune.cli; print(sorted({'torch', 'optuna'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=120)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
