@@ -15,7 +15,6 @@ import click
 
 from autotune.cli_common import device_option, storage_option, tolerance_option
 from autotune.errors import UserError
-from autotune.measure.result import Status
 from autotune.models.kinds import OP_KINDS
 
 if TYPE_CHECKING:
@@ -85,6 +84,7 @@ def import_landscape_cmd(file: Path, output: Path | None) -> None:
     """Import a brute-forced Kernel Tuner file (cache .json / .json.gz, or T4 output) as a
     landscape that `autotune replay` runs samplers against: its parameters become the space,
     its failed configs failed trials, its objective (lower is better) what is ranked."""
+    from autotune.measure.result import Status
     from autotune.search.kernel_tuner import import_kernel_tuner
     from autotune.search.landscape import load_landscape, write_landscape
 
