@@ -8,7 +8,6 @@ feasible configs are measured again with more repeats and the winner is stored o
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 from collections.abc import Callable
@@ -34,9 +33,8 @@ from autotune.models.bert import (
     workload,
 )
 from autotune.models.kinds import OP_KINDS, op_cost
-from autotune.ops.registry import precision_of
 from autotune.search.keys import StudyIdentity, config_key
-from autotune.search.loop import LoopPolicy, Measure, run_trials, tier_seeds, warm_configs
+from autotune.search.loop import LoopPolicy, run_trials, warm_configs
 from autotune.search.samplers import (
     DEFAULT_EVOLVE_AFTER,
     DEFAULT_LOCAL_EVERY,
@@ -44,7 +42,7 @@ from autotune.search.samplers import (
     make_sampler,
 )
 from autotune.search.spaces import load_spaces, space_context
-from autotune.space import Params, Space
+from autotune.space import Params
 from autotune.storage import MeasurementCache, open_optuna_storage, prepare_url
 from autotune.storage.claims import Claims
 from autotune.storage.liveness import Liveness, worker_id
@@ -247,13 +245,12 @@ class Searcher:
             self.url, ident.key, trials, worker_id())
         live = Liveness(study, self.storage)
 
-        def measure(params: Params, trial: optuna.Trial, shared_budget: bool = True,
-                    ) -> tuple[MeasureResult, bool] | str:
+        def measure(params: Params, trial: optuna.Trial) -> tuple[MeasureResult, bool] | str:
             key = config_key(ident.key, params)
             res = self.cache.get(key)
             if res is not None:
                 return res, True
-            if claims is not None and shared_budget:
+            if claims is not None:
                 # marked before claiming, so a claim is never left without a trial to release
                 # it (the trial's worker is marked when its heartbeat starts, see liveness)
                 trial.set_user_attr("config_key", key)
@@ -286,35 +283,11 @@ class Searcher:
                        lambda: self.progress(desc, 1),
                        None if claims is None else lambda: claims.left(study),
                        None if claims is None else live, self.say)
-            if not self.stop_requested and not self.out_of_time():
-                self.fill_tiers(study, space, ctx, policy,
-                                lambda params, trial: measure(params, trial, False))
         finally:
             if claims is not None:
                 claims.close()
         final = None if self.stop_requested else self.remeasure(study, inst)
         return StudyOutcome(ident, inst, final, trial_counts(study, self.opts.max_rel_error))
-
-    def fill_tiers(self, study: optuna.Study, space: Space, ctx: dict[str, Any],
-                   policy: LoopPolicy, measure: Measure) -> None:
-        """A measured feasible config of every precision the space can run: the model-level
-        study steps ops back one precision at a time (bfloat16 before float32), and the
-        search may have drawn none of some. For each missing one, the legal config nearest
-        the baseline, measured after the search and outside its budget (the search itself is
-        left as replay scores it)."""
-        have = {precision_of(space.kind, space.device, t.params)
-                for t in feasible_trials(study, policy.tol)}
-        tried = {params_key(t.params) for t in study.get_trials(deepcopy=False)
-                 if t.state in FINISHED}
-        missing = [c for c in tier_seeds(space, list(space.configs(ctx)))
-                   if precision_of(space.kind, space.device, c) not in have
-                   and params_key(c) not in tried]
-        for params in missing:
-            study.enqueue_trial(params)
-        if missing:
-            run_trials(study, space, ctx, dataclasses.replace(
-                policy, trials=len(tried) + len(missing), warm=(), patience=None,
-                local_every=0, recombine_every=0, evolve_after=0), measure, self.out_of_time)
 
     def remeasure(self, study: optuna.Study, inst: OpInstance) -> dict[str, Any] | None:
         """Measure the top feasible configs again with 3× the time and keep the best: the

@@ -84,7 +84,9 @@ def _enqueue_first(study: optuna.Study, space: Space, ctx: dict[str, Any], polic
 
 def tier_seeds(space: Space, configs: list[Params]) -> list[Params]:
     """For each precision the space can run besides its baseline's, the legal config nearest
-    the baseline in that precision (none for kinds without registered variants)."""
+    the baseline in that precision (none for kinds without registered variants). The
+    model-level study steps ops back one precision at a time (bfloat16 before float32), so
+    a study's last trials go to the precisions it has no feasible config of yet."""
     from autotune.ops.registry import precision_of
 
     try:
@@ -98,6 +100,16 @@ def tier_seeds(space: Space, configs: list[Params]) -> list[Params]:
                              < nearest[tier][0]):
             nearest[tier] = (distance(c, space.baseline or {}), c)
     return [c for _, c in nearest.values()]
+
+
+def _missing_tiers(study: optuna.Study, space: Space, tiers: list[Params], tol: float,
+                   seen: set[str]) -> list[Params]:
+    """The tier configs whose precision has no feasible trial yet (and not tried)."""
+    from autotune.ops.registry import precision_of
+
+    have = {precision_of(space.kind, space.device, t.params) for t in _ranked(study, tol)}
+    return [c for c in tiers if precision_of(space.kind, space.device, c) not in have
+            and params_key(c) not in seen]
 
 
 def run_trials(study: optuna.Study, space: Space, ctx: dict[str, Any], policy: LoopPolicy,
@@ -127,6 +139,7 @@ def run_trials(study: optuna.Study, space: Space, ctx: dict[str, Any], policy: L
     legal = dict(keyed)
     if remaining:
         _enqueue_first(study, space, ctx, policy, configs, seen, remaining)
+    tiers = tier_seeds(space, configs)  # queued for the budget's last trials if still needed
     best, since_best = _best_feasible(study, policy.tol), 0
     asks, new = 0, 0
     rng = random.Random(policy.seed)
@@ -147,6 +160,11 @@ def run_trials(study: optuna.Study, space: Space, ctx: dict[str, Any], policy: L
                 continue
         elif remaining <= 0:
             break
+        left = remaining if budget_left is None else budget_left()
+        if tiers and left <= len(tiers) and not _waiting(study):
+            for params in _missing_tiers(study, space, tiers, policy.tol, seen)[:left]:
+                study.enqueue_trial(params)
+            tiers = []
         asks += 1
         if local_every and new % local_every == local_every - 1 \
                 and not _waiting(study):
