@@ -139,7 +139,9 @@ def run_trials(study: optuna.Study, space: Space, ctx: dict[str, Any], policy: L
     legal = dict(keyed)
     if remaining:
         _enqueue_first(study, space, ctx, policy, configs, seen, remaining)
-    tiers = tier_seeds(space, configs)  # queued for the budget's last trials if still needed
+    # queued for the budget's last trials (or when patience runs out) if still needed
+    tiers = tier_seeds(space, configs)
+    finishing: int | None = None
     best, since_best = _best_feasible(study, policy.tol), 0
     asks, new = 0, 0
     rng = random.Random(policy.seed)
@@ -215,8 +217,19 @@ def run_trials(study: optuna.Study, space: Space, ctx: dict[str, Any], policy: L
             best, since_best = res.ratio, 0
         else:
             since_best += 1
-        if policy.patience is not None and since_best >= policy.patience:
-            break
+        if finishing is not None:  # measuring the precisions still missing, then done
+            finishing -= 1
+            if finishing <= 0:
+                break
+        elif policy.patience is not None and since_best >= policy.patience:
+            # out of patience: the precisions still missing get the trials it leaves
+            left = remaining if budget_left is None else budget_left()
+            missing = _missing_tiers(study, space, tiers, policy.tol, seen)[:max(0, left)]
+            if not missing:
+                break
+            for params in missing:
+                study.enqueue_trial(params)
+            tiers, finishing = [], len(missing)
 
 
 class _Waiter:

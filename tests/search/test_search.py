@@ -318,3 +318,13 @@ def test_a_study_measures_a_config_of_every_precision(tmp_path: Path,
     assert {precision_of("ffn_up", "cpu", t.params) for t in done} >= {
         "float32", "bfloat16", "int8"}
     assert len({params_key(t.params) for t in done}) == 4  # within the budget
+
+    # a study that runs out of patience early measures them before it stops
+    opts = _opts(tmp_path, tiny_model_dir, ops=("ffn_up",), trials=30, patience=1,
+                 storage=f"sqlite:///{tmp_path / 'patience.sqlite3'}")
+    _run(opts, tmp_path / "tuned.json")
+    (study,) = _studies(opts)
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len({params_key(t.params) for t in done}) < 30  # patience ended it
+    assert {precision_of("ffn_up", "cpu", t.params) for t in done} >= {
+        "float32", "bfloat16", "int8"}
