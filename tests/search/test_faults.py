@@ -81,7 +81,9 @@ def test_sigkill_then_rerun_marks_the_stale_trial_failed_and_resumes(
     db, out = tmp_path / "at.sqlite3", tmp_path / "tuned.json"
     proc = _start(tiny_model_dir, db, out, "--trials", "8", "--time-per-trial", "1.0")
     _wait_for_trials(proc, db, 3)
-    time.sleep(0.3)  # into the next trial's measurement
+    deadline = time.monotonic() + 60  # into a trial's measurement (not between two trials)
+    while _states(db).get("RUNNING", 0) != 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
     proc.kill()  # SIGKILL: no handler runs
     proc.wait()
     killed = _states(db)
