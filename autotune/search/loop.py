@@ -89,16 +89,16 @@ def tier_seeds(space: Space, configs: list[Params]) -> list[Params]:
     a study's last trials go to the precisions it has no feasible config of yet."""
     from autotune.ops.registry import precision_of
 
+    baseline = space.baseline or {}
     try:
-        base = precision_of(space.kind, space.device, space.baseline or {})
+        base = precision_of(space.kind, space.device, baseline)
     except KeyError:
         return []
     nearest: dict[str, tuple[int, Params]] = {}
     for c in configs:
-        tier = precision_of(space.kind, space.device, c)
-        if tier != base and (tier not in nearest or distance(c, space.baseline or {})
-                             < nearest[tier][0]):
-            nearest[tier] = (distance(c, space.baseline or {}), c)
+        tier, d = precision_of(space.kind, space.device, c), distance(c, baseline)
+        if tier != base and (tier not in nearest or d < nearest[tier][0]):
+            nearest[tier] = (d, c)
     return [c for _, c in nearest.values()]
 
 
