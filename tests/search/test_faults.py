@@ -66,13 +66,17 @@ def test_wait_queues_behind_the_running_search(tmp_path: Path, tiny_model_dir: P
     _wait_for_trials(first, db, 2)
     second = _start(tiny_model_dir, db, tmp_path / "b.json", "--trials", "3", "--wait",
                     "--ops", "pooler")
-    time.sleep(3)
-    assert second.poll() is None  # queued, not failed
+    assert second.stdout is not None
+    seen = []  # read until it says it waits: interrupting the first any earlier would race it
+    for line in second.stdout:
+        seen.append(line)
+        if "waiting for the autotune search (pid" in line:
+            break
+    assert second.poll() is None, "".join(seen)  # queued, not failed
     os.kill(first.pid, signal.SIGINT)
     assert first.wait(timeout=120) == 130
     output, _ = second.communicate(timeout=300)
-    assert second.returncode == 0, output
-    assert "waiting for the autotune search (pid" in output
+    assert second.returncode == 0, "".join(seen) + output
     assert (tmp_path / "b.json").exists()
 
 
