@@ -124,10 +124,16 @@ def main() -> None:
 @click.option("--spaces", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder of search spaces (<device>/<kind>.yaml).")
 @click.option("--lengths", default="fixed", show_default=True,
-              help="Inputs the model-level study is judged on: fixed, LO..HI (uniform "
+              help="Inputs the model-level study is timed on: fixed, LO..HI (uniform "
                    "lengths), a file with one length per line, or a text file with one input "
                    "per line (tokenized with the model's tokenizer: real ids, real lengths). "
                    "Each batch is padded to its longest input, as HF tokenizers do.")
+@click.option("--calibration", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              metavar="FILE",
+              help="Text file, one input per line, that the model-level study judges "
+                   "accuracy on (16 texts per bucket, the model's tokenizer). Default: the "
+                   "--lengths text file if it is one, else texts shipped with autotune "
+                   "(English) when the model has a tokenizer, else random token ids.")
 @click.option("--compose-trials", type=click.IntRange(min=0), default=4, show_default=True,
               help="Trials of the model-level study that composes per-op configs and "
                    "layouts (0 skips it; it needs every op kind).")
@@ -152,7 +158,7 @@ def search(model: str, device: str, ops: tuple[str, ...], batch_sizes: tuple[int
            seq_lens: tuple[int, ...], trials: int, timeout: float | None, sampler: str,
            seed: int, max_rel_error: float, output: Path | None, storage: str | None,
            trial_timeout: float, time_per_trial: float, spaces: Path | None, lengths: str,
-           compose_trials: int, local_search: bool, warm_start: bool,
+           calibration: Path | None, compose_trials: int, local_search: bool, warm_start: bool,
            patience: int | None, heartbeat: int | None, wait: bool) -> None:
     """Tune every operator of MODEL, store every trial, export the best config.
 
@@ -177,7 +183,8 @@ def search(model: str, device: str, ops: tuple[str, ...], batch_sizes: tuple[int
         max_rel_error=max_rel_error, storage=settings.storage_url(storage),
         spaces_dir=settings.spaces_dir(str(spaces) if spaces else None),
         trial_timeout=trial_timeout, time_per_trial=time_per_trial,
-        compose_trials=compose_trials, lengths=lengths, warm_start=warm_start,
+        compose_trials=compose_trials, lengths=lengths,
+        calibration=None if calibration is None else str(calibration), warm_start=warm_start,
         patience=patience, local_every=DEFAULT_LOCAL_EVERY if local_search else 0,
         recombine_every=DEFAULT_RECOMBINE_EVERY if local_search else 0,
         evolve_after=DEFAULT_EVOLVE_AFTER if local_search else 0, wait=wait,
@@ -212,7 +219,7 @@ def run_search(opts: SearchOptions, output: Path | None, console: Console,
                preload: Sequence[str] = ()) -> int:
     """Run the search with a progress bar, print the summary, export. Returns the exit code.
     On SQLite, only while no other search writes the same file (see ``storage.lock``)."""
-    from autotune.bench.lengths import parse_lengths
+    from autotune.bench.lengths import calibration_texts, parse_lengths
     from autotune.models.bert import resolve_model
     from autotune.search.driver import check_spaces
     from autotune.storage import prepare_url
@@ -221,8 +228,11 @@ def run_search(opts: SearchOptions, output: Path | None, console: Console,
     started, t0 = datetime.now(UTC), time.monotonic()
     resolved = resolve_model(opts.model)
     check_spaces(opts, resolved)  # bad input: one line, nothing written
-    parse_lengths(opts.lengths, resolved.path or resolved.name,  # not after the studies
-                  resolved.arch.max_seq)
+    mix = parse_lengths(opts.lengths, resolved.path or resolved.name,  # not after the studies
+                        resolved.arch.max_seq)
+    if opts.calibration is not None:
+        calibration_texts(opts.calibration, resolved.path or resolved.name,
+                          resolved.arch.max_seq, mix)
     url = prepare_url(opts.storage)
     with writer_lock(url, opts.wait, lambda msg: console.print(f"[yellow]{msg}[/]")):
         return _run_search(opts, resolved, output, console, preload, started, t0)
@@ -298,6 +308,7 @@ def _record_run(url: str, opts: SearchOptions, model: str, buckets: Sequence[Buc
                         "sampler": opts.sampler, "seed": opts.seed,
                         "max_rel_error": opts.max_rel_error, "ops": list(opts.ops),
                         "buckets": [b.label for b in buckets], "lengths": opts.lengths,
+                        "calibration": opts.calibration,
                         "time_per_trial": opts.time_per_trial, "warm_start": opts.warm_start,
                         "local_every": opts.local_every,
                         "recombine_every": opts.recombine_every,

@@ -5,8 +5,8 @@ input per line, tokenized with the model's tokenizer (real token ids and real le
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -15,6 +15,9 @@ from autotune.errors import UserError
 
 LengthSampler = Callable[[int, int, torch.Generator], torch.Tensor]
 MAX_TEXTS = 100_000  # lines read from a text file (enough for any length mix)
+#: English texts of several kinds (support requests, queries, reviews, news, documentation;
+#: 3-70 tokens) that accuracy is judged on when the user gives none and a tokenizer exists
+BUILTIN_TEXTS = Path(__file__).resolve().parent.parent / "data" / "calibration.txt"
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,29 @@ def parse_lengths(spec: str, tokenizer: str | Path | None = None,
                      _pool([len(t) for t in texts]), tuple(texts), pad_id)
 
 
+def calibration_texts(spec: str | None, tokenizer: str | Path | None, max_length: int,
+                      lengths: LengthMix) -> LengthMix | None:
+    """The real inputs accuracy is judged on: ``spec`` (``--calibration FILE``, one text per
+    line), else the length mix's own texts (``--lengths`` a text file), else the built-in
+    texts when the model has a tokenizer; None when there is none (random token ids)."""
+    if spec is not None:
+        path = Path(spec)
+        if not path.is_file():
+            raise UserError(f"--calibration {spec!r}: not a file (one input text per line)")
+        mix = parse_lengths(spec, tokenizer, max_length)
+        if not mix.texts:
+            raise UserError(f"--calibration {spec}: holds numbers only; it takes text, one "
+                            "input per line (lengths go to --lengths)")
+        return mix
+    if lengths.texts:
+        return lengths
+    try:
+        builtin = parse_lengths(str(BUILTIN_TEXTS), tokenizer, max_length)
+        return replace(builtin, desc=f"autotune's built-in texts ({len(builtin.texts)} inputs)")
+    except UserError:  # no tokenizer for this model: random token ids, as the caller says
+        return None
+
+
 def _pool(values: list[int]) -> LengthSampler:
     pool = torch.tensor(values)
 
@@ -88,16 +114,20 @@ def _tokenize(path: Path, lines: list[str], tokenizer: str | Path | None,
 
 
 def make_batch(batch: int, seq: int, vocab: int, mix: LengthMix, seed: int = 0,
-               pad_to_longest: bool = False, token_types: int = 2) -> dict[str, torch.Tensor]:
+               pad_to_longest: bool = False, token_types: int = 2,
+               picks: Sequence[int] | None = None) -> dict[str, torch.Tensor]:
     """A batch of ``batch`` inputs padded to ``seq`` (to its longest input with
     ``pad_to_longest``, as HF tokenizers' ``padding=True`` does): the mix's real inputs when
     it has them (one longer than ``seq`` keeps its first tokens and its last), else token ids
     drawn at random (CLS first) with the mix's lengths and sentence-pair token types
-    (``token_types``: how many the model takes; 0 leaves token_type_ids out)."""
+    (``token_types``: how many the model takes; 0 leaves token_type_ids out). ``picks``:
+    which of the mix's texts, in order (default: ``batch`` drawn at random)."""
     g = torch.Generator().manual_seed(seed)
     pos = torch.arange(seq)[None, :]
     if mix.texts:
-        picks = torch.randint(0, len(mix.texts), (batch,), generator=g).tolist()
+        if picks is None:
+            picks = torch.randint(0, len(mix.texts), (batch,), generator=g).tolist()
+        assert len(picks) == batch
         ids = torch.full((batch, seq), mix.pad_id, dtype=torch.long)
         lengths = torch.empty(batch, dtype=torch.long)
         for row, i in enumerate(picks):

@@ -20,7 +20,7 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from autotune.bench.lengths import make_batch, parse_lengths
+from autotune.bench.lengths import LengthMix, calibration_texts, make_batch, parse_lengths
 from autotune.bench.peers import pooled
 from autotune.fingerprint import machine
 from autotune.measure.run import execution_device
@@ -43,6 +43,10 @@ SHARE_NOISE = 0.02
 # Kinds whose weights are big enough for a second layout to matter (attention has none; the
 # embeddings' variants share their cast tables; the pooler's weight is one h×h matrix).
 LAYOUT_KINDS = tuple(k.name for k in KINDS.values() if k.gemm and k.covered_by == "tokens")
+# Real texts each bucket's accuracy is judged on (one batch of random ids where there are
+# none): the per-op winners of the real MiniLM checkpoint turned some texts' embeddings to
+# cosine 0.73 and left others near 1, so one batch of one input says little.
+CHECK_INPUTS = 16
 PRECISION_RANK = {"int8": 0, "bfloat16": 1, "float16": 2, "tfloat32": 3, "float32": 4}
 Candidates = dict[str, dict[Bucket, list[dict[str, Any]]]]  # kind -> bucket -> ranked configs
 
@@ -70,26 +74,38 @@ class Composer:
 
     def __init__(self, resolved: ResolvedModel, state: dict[str, torch.Tensor],
                  candidates: Candidates, buckets: list[Bucket], lengths: str, tol: float,
-                 device: str = "cpu", seconds: float = 1.0) -> None:
+                 device: str = "cpu", seconds: float = 1.0,
+                 calibration: str | None = None) -> None:
 
         self.resolved, self.arch = resolved, resolved.arch
         self.candidates, self.buckets, self.tol = candidates, buckets, tol
         self.device, self.seconds = device, seconds
         self.on = execution_device(device)  # where tensors live (CPU under the interpreter)
         self.state = {k: v.to(self.on) for k, v in state.items()}
-        mix = parse_lengths(lengths, resolved.path or resolved.name,
-                            self.arch.max_seq)
+        tokenizer = resolved.path or resolved.name
+        mix = parse_lengths(lengths, tokenizer, self.arch.max_seq)
         self.lengths_desc = mix.desc
-        # as production sends them: each batch padded to its longest input
-        self.batches = [{k: v.to(self.on) for k, v in make_batch(
-            b.batch, b.seq, self.arch.vocab_size, mix, seed=i, pad_to_longest=True,
-            token_types=self.arch.n_token_types).items()}
+        # timed as production sends them: each batch padded to its longest input
+        self.batches = [self._batch(b, mix, seed=i) for i, b in enumerate(buckets)]
+        texts = calibration_texts(calibration, tokenizer, self.arch.max_seq, mix)
+        self.accuracy_desc = texts.desc if texts is not None else \
+            "random token ids (no tokenizer for this model: give --calibration FILE)"
+        # judged on real text where there is some: CHECK_INPUTS distinct texts per bucket
+        self.checks = [[self.batches[i]] for i in range(len(buckets))] if texts is None else [
+            [self._batch(b, texts, picks=picks) for picks in _text_picks(len(texts.texts),
+                                                                          b.batch, i)]
             for i, b in enumerate(buckets)]
         hf = self.reference_model()
         with torch.inference_mode():
-            self.refs = [hf(**batch) for batch in self.batches]
+            self.refs = [[hf(**batch) for batch in checks] for checks in self.checks]
         self.anchor = self.model(self.winners())
-        self._hidden: dict[int, tuple[torch.Tensor, ...]] = {}
+        self._hidden: dict[int, list[tuple[torch.Tensor, ...]]] = {}
+
+    def _batch(self, bucket: Bucket, mix: LengthMix, seed: int = 0,
+               picks: list[int] | None = None) -> dict[str, torch.Tensor]:
+        return {k: v.to(self.on) for k, v in make_batch(
+            bucket.batch, bucket.seq, self.arch.vocab_size, mix, seed=seed,
+            pad_to_longest=True, token_types=self.arch.n_token_types, picks=picks).items()}
 
     def winners(self) -> Composition:
         """The per-op winners as they are."""
@@ -133,13 +149,17 @@ class Composer:
         cosine. A bucket's batch runs that bucket's choices only, so each bucket's error is
         its own choices' doing."""
         out = []
-        for batch, ref in zip(self.batches, self.refs, strict=True):
-            got = model(**batch)
-            keep = batch["attention_mask"].bool()
-            rel = float((got.last_hidden_state - ref.last_hidden_state)[keep].norm()
-                        / ref.last_hidden_state[keep].norm())
-            cos = float(torch.nn.functional.cosine_similarity(pooled(got), pooled(ref)).min())
-            out.append((rel, cos))
+        for checks, refs in zip(self.checks, self.refs, strict=True):
+            diff = norm = 0.0
+            cos = 1.0
+            for batch, ref in zip(checks, refs, strict=True):
+                got = model(**batch)
+                keep = batch["attention_mask"].bool()
+                diff += float((got.last_hidden_state - ref.last_hidden_state)[keep].norm()) ** 2
+                norm += float(ref.last_hidden_state[keep].norm()) ** 2
+                cos = min(cos, float(torch.nn.functional.cosine_similarity(
+                    pooled(got), pooled(ref)).min()))
+            out.append(((diff / max(norm, 1e-30)) ** 0.5, cos))
         return out
 
     def violation(self, rel: float, cos: float) -> float:
@@ -242,22 +262,25 @@ class Composer:
     def layer_errors(self, model: TunedBert, j: int) -> list[float]:
         """Each encoder layer's own error in bucket ``j``: the layer fed the float32 model's
         input to it, against the float32 model's output of it (real tokens)."""
-        hidden, mask = self.reference_hidden(j), self.batches[j]["attention_mask"]
-        keep = mask.bool()
-        out = []
-        for n in range(self.arch.num_hidden_layers):
-            got = model.run_layer(n, hidden[n], mask).float()
-            want = hidden[n + 1]
-            out.append(float((got - want)[keep].norm() / want[keep].norm()))
-        return out
+        layers = self.arch.num_hidden_layers
+        diff, norm = [0.0] * layers, [0.0] * layers
+        for batch, hidden in zip(self.checks[j], self.reference_hidden(j), strict=True):
+            mask = batch["attention_mask"]
+            keep = mask.bool()
+            for n in range(layers):
+                got = model.run_layer(n, hidden[n], mask).float()
+                diff[n] += float((got - hidden[n + 1])[keep].norm()) ** 2
+                norm[n] += float(hidden[n + 1][keep].norm()) ** 2
+        return [(d / max(r, 1e-30)) ** 0.5 for d, r in zip(diff, norm, strict=True)]
 
-    def reference_hidden(self, j: int) -> tuple[torch.Tensor, ...]:
-        """The float32 model's hidden states of bucket ``j``'s batch, before and after every
-        layer (computed once, when a step back first needs them)."""
+    def reference_hidden(self, j: int) -> list[tuple[torch.Tensor, ...]]:
+        """The float32 model's hidden states of each of bucket ``j``'s accuracy batches,
+        before and after every layer (computed once, when a step back first needs them)."""
         if j not in self._hidden:
+            hf = self.reference_model()
             with torch.inference_mode():
-                out = self.reference_model()(**self.batches[j], output_hidden_states=True)
-            self._hidden[j] = tuple(h.float() for h in out.hidden_states)
+                outs = [hf(**batch, output_hidden_states=True) for batch in self.checks[j]]
+            self._hidden[j] = [tuple(h.float() for h in out.hidden_states) for out in outs]
         return self._hidden[j]
 
     def reference_model(self) -> torch.nn.Module:
@@ -272,6 +295,15 @@ class Composer:
         return hf.to(self.on)
 
 
+def _text_picks(texts: int, batch: int, bucket_index: int) -> list[list[int]]:
+    """Which texts each accuracy batch of a bucket holds: ``CHECK_INPUTS`` distinct ones
+    (all of them when there are fewer; at least one batch), in a seeded order per bucket."""
+    order = torch.randperm(texts, generator=torch.Generator().manual_seed(bucket_index))
+    count = max(batch, -(-min(CHECK_INPUTS, texts) // batch) * batch)
+    picks = [int(order[i % texts]) for i in range(count)]
+    return [picks[i:i + batch] for i in range(0, count, batch)]
+
+
 def layout_key(params: dict[str, Any]) -> tuple[str, ...]:
     """What decides the copy of a weight an op holds: variant, precision and GEMM layout
     (threads, row blocks and epilogues share one copy)."""
@@ -280,10 +312,12 @@ def layout_key(params: dict[str, Any]) -> tuple[str, ...]:
 
 
 def compose_identity(resolved: ResolvedModel, buckets: list[Bucket], lengths: str,
-                     device: str, tol: float) -> tuple[str, dict[str, Any]]:
-    """The candidates (feasible per-op configs) depend on the tolerance: it is in the key."""
+                     device: str, tol: float, accuracy: str) -> tuple[str, dict[str, Any]]:
+    """The candidates (feasible per-op configs) depend on the tolerance and the verdicts on
+    the inputs accuracy is judged on: both are in the key."""
     fields = {"arch_hash": resolved.arch.hash, "buckets": [[b.batch, b.seq] for b in buckets],
-              "lengths": lengths, "device": device, "machine": machine(device)["fingerprint"],
+              "lengths": lengths, "accuracy_inputs": accuracy, "device": device,
+              "machine": machine(device)["fingerprint"],
               "torch": torch.__version__, "max_rel_error": tol, "choice": "per bucket"}
     key = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
     label = "+".join(b.label for b in buckets)
@@ -317,7 +351,8 @@ def run_composition(storage: optuna.storages.BaseStorage, composer: Composer, tr
                     seed: int | None, progress: Callable[[str], None]) -> dict[str, Any]:
     """Search compositions, step back if needed, store and return the winner."""
     name, fields = compose_identity(composer.resolved, composer.buckets,
-                                    composer.lengths_desc, composer.device, composer.tol)
+                                    composer.lengths_desc, composer.device, composer.tol,
+                                    composer.accuracy_desc)
     study = optuna.create_study(study_name=name, storage=storage, direction="minimize",
                                 sampler=make_sampler("tpe", seed, trials), load_if_exists=True)
     for k, v in {"autotune": 1, "compose": True, "model": composer.resolved.name,

@@ -91,7 +91,8 @@ class SearchOptions:
     evolve_after: int = DEFAULT_EVOLVE_AFTER  # configs without a new best before steps evolve
     wait: bool = False  # SQLite: queue behind another search writing the file
     heartbeat: int | None = None  # shared databases: seconds between a trial's heartbeats
-    lengths: str = "fixed"  # sequence-length mix the model-level study is judged on
+    lengths: str = "fixed"  # sequence-length mix the model-level study is timed on
+    calibration: str | None = None  # texts it judges accuracy on (default: see compose)
     preload: tuple[str, ...] = ()  # extra variant modules for the worker (tests, plugins)
 
     @property
@@ -354,11 +355,13 @@ class Searcher:
                 return None
             candidates.setdefault(o.instance.kind, {})[o.instance.bucket] = ranked
         state, source = load_state(self.resolved)
-        say(f"model-level study: {self.opts.compose_trials} compositions on {source}, "
-            f"lengths {self.opts.lengths}")
         composer = Composer(self.resolved, state, candidates, self.buckets,
                             self.opts.lengths, tol, self.opts.device,
-                            seconds=2 * self.opts.time_per_trial)
+                            seconds=2 * self.opts.time_per_trial,
+                            calibration=self.opts.calibration)
+        say(f"model-level study: {self.opts.compose_trials} compositions on {source}, "
+            f"timed on lengths {composer.lengths_desc}, accuracy judged on "
+            f"{composer.accuracy_desc}")
         return run_composition(self.storage, composer, self.opts.compose_trials,
                                self.opts.seed, say)
 

@@ -12,7 +12,7 @@ import torch
 from rich.console import Console
 from sqlalchemy import create_engine, text
 
-from autotune.bench.lengths import make_batch, parse_lengths
+from autotune.bench.lengths import calibration_texts, make_batch, parse_lengths
 from autotune.bench.run import BenchOptions, default_shapes, run_bench
 from autotune.errors import UserError
 from autotune.models.bert import KNOWN_ARCHITECTURES, Bucket, default_buckets
@@ -181,6 +181,30 @@ def test_text_file_needs_a_tokenizer(tmp_path: Path, tiny_model_dir: Path) -> No
     (tmp_path / "empty.txt").write_text("\n\n")
     with pytest.raises(UserError, match="empty"):
         parse_lengths(str(tmp_path / "empty.txt"))
+
+
+def test_accuracy_texts_come_from_calibration_then_lengths_then_the_builtin_ones(
+        tmp_path: Path, minilm_dir: Path, tiny_model_dir: Path) -> None:
+    f = tmp_path / "cal.txt"
+    f.write_text("\n".join(TEXTS))
+    fixed = parse_lengths("fixed")
+    given = calibration_texts(str(f), minilm_dir, 512, fixed)
+    assert given is not None and given.desc == "text of cal.txt (4 inputs)"
+    as_lengths = parse_lengths(str(f), minilm_dir, 512)
+    assert calibration_texts(None, minilm_dir, 512, as_lengths) is as_lengths
+    builtin = calibration_texts(None, minilm_dir, 512, fixed)
+    assert builtin is not None and builtin.desc.startswith("autotune's built-in texts")
+    assert len(builtin.texts) >= 100 and len({len(t) for t in builtin.texts}) >= 30
+    assert max(len(t) for t in builtin.texts) >= 60 and min(len(t) for t in builtin.texts) <= 5
+    assert calibration_texts(None, tiny_model_dir, 512, fixed) is None  # no tokenizer
+    numbers = tmp_path / "numbers.txt"
+    numbers.write_text("5\n9\n")
+    with pytest.raises(UserError, match="takes text"):
+        calibration_texts(str(numbers), minilm_dir, 512, fixed)
+    with pytest.raises(UserError, match="not a file"):
+        calibration_texts(str(tmp_path / "missing.txt"), minilm_dir, 512, fixed)
+    with pytest.raises(UserError, match="needs the model's tokenizer"):
+        calibration_texts(str(f), tiny_model_dir, 512, fixed)
 
 
 def test_bench_on_real_text_pads_every_contender_to_the_longest(tmp_path: Path,

