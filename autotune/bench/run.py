@@ -15,7 +15,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from autotune.bench import PEERS, quality
+from autotune.bench import PEER_TIERS, PEERS, TIERS, quality
 from autotune.bench.lengths import LengthMix, make_batch, parse_lengths
 from autotune.bench.memory import peak_mb, reset_peak, rss_mb, weights_at_precisions_mb
 from autotune.bench.peers import Peer, PeerUnavailable, build_peer, pooled, temp_dir
@@ -167,7 +167,8 @@ def run_bench(opts: BenchOptions, console: Console) -> dict[str, Any]:
     at_precisions = weights_at_precisions_mb(dict(hf.state_dict()), resolved.arch, cfg)
     result = {"model": resolved.name, "config": str(opts.config), "weights": source,
               "weights_at_precisions_mb": at_precisions,
-              "max_rel_error": cfg.max_rel_error,
+              "max_rel_error": cfg.max_rel_error, "tier": config_tier(cfg),
+              "tiers": best_per_tier(rows),
               "lengths": mix.desc, "machine": machine("cpu"), "torch": torch.__version__,
               "rows": rows, "text_quality": texts, "skipped": skipped,
               "runtime_warnings": runtime_warnings,
@@ -236,6 +237,57 @@ def _bench_bucket(bucket: Bucket, peers: list[Peer], hf: torch.nn.Module, arch: 
              "padded_to": int(batch["input_ids"].shape[1])} for p in peers]
 
 
+def config_tier(cfg: TunedConfig) -> str:
+    """The tier of a tuned config: the lowest precision any of its GEMMs computes in."""
+    from autotune.models.kinds import KINDS
+    from autotune.ops.registry import precision_of
+
+    used = {precision_of(kind, cfg.device, c.all_params)
+            for kind, cs in (*cfg.ops.items(), *cfg.layer_ops.items()) if KINDS[kind].gemm
+            for c in cs}
+    rank = {"int8": 0, "bfloat16": 1, "float16": 1, "tfloat32": 2, "float32": 2}
+    lowest = min(used, key=lambda p: rank.get(p, 2), default="float32")
+    return {"float16": "bfloat16", "tfloat32": "float32"}.get(lowest, lowest)
+
+
+def best_per_tier(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per tier and shape: the fastest peer of that tier, its time and error, and the tuned
+    model's time over its (below 1: the tuned model is faster)."""
+    tuned = {r["bucket"]: r for r in rows if r["peer"] == "tuned"}
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for r in rows:
+        tier = PEER_TIERS.get(r["peer"])
+        if tier is None or r["bucket"] not in tuned:
+            continue
+        best = out.setdefault(tier, {}).get(r["bucket"])
+        if best is None or r["median_ms"] < best["median_ms"]:
+            t = tuned[r["bucket"]]
+            out[tier][r["bucket"]] = {
+                "peer": r["peer"], "median_ms": r["median_ms"], "rel_error": r["rel_error"],
+                "tuned_ms": t["median_ms"], "tuned_over_peer": t["median_ms"] / r["median_ms"],
+                "tuned_rel_error": t["rel_error"]}
+    return {tier: out[tier] for tier in TIERS if tier in out}
+
+
+def _tier_table(result: dict[str, Any]) -> Table:
+    shapes = list(dict.fromkeys(r["bucket"] for r in result["rows"]))
+    table = Table(title=f"per precision tier: the fastest peer of the tier, and tuned ÷ it "
+                        f"(below 1× the tuned model is faster; the config's own tier, "
+                        f"{result['tier']}, is marked *)")
+    table.add_column("tier")
+    for s in shapes:
+        table.add_column(s, justify="right")
+    for tier, by_shape in result["tiers"].items():
+        cells = []
+        for s in shapes:
+            b = by_shape.get(s)
+            cells.append("-" if b is None else
+                         f"{b['peer']} {b['median_ms']:.1f} ms, err {b['rel_error']:.0e}: "
+                         f"{b['tuned_over_peer']:.2f}×")
+        table.add_row(f"{tier}{' *' if tier == result['tier'] else ''}", *cells)
+    return table
+
+
 def _print_table(result: dict[str, Any], console: Console) -> None:
     table = Table(title=f"autotune bench: {result['model']} ({result['lengths']} lengths, "
                         f"{result['weights']})")
@@ -259,6 +311,8 @@ def _print_table(result: dict[str, Any], console: Console) -> None:
                       f"{result['weights_at_precisions_mb']:.0f} MB")
     if len({r["bucket"] for r in result["rows"]}) > 1:
         console.print(_grid_table(result["rows"]))
+    if result["tiers"]:
+        console.print(_tier_table(result))
     if result.get("text_quality"):
         console.print(_text_table(result["text_quality"], result["lengths"]))
     for name, why in result["skipped"].items():

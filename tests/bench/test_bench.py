@@ -59,6 +59,16 @@ def test_bench_runs_every_contender_and_stores_results(tiny_model_dir: Path, con
     with create_engine(f"sqlite:///{tmp_path / 'b.sqlite3'}").connect() as c:
         assert c.execute(text("select count(*) from autotune_bench_v1")).scalar_one() == 10
     assert "it ÷ tuned" in log
+    # per tier, the fastest peer of that tier against the tuned model (a bfloat16 config)
+    assert result["tier"] == "bfloat16" and "per precision tier" in log
+    for tier, peers in (("float32", ("eager", "sdpa", "compile", "onnxruntime", "openvino")),
+                        ("bfloat16", ("sdpa-bf16", "openvino-bf16")),
+                        ("int8", ("onnxruntime-int8", "openvino-int8"))):
+        best = min(peers, key=lambda p: rows[p]["median_ms"])
+        got = result["tiers"][tier]["b2s16"]
+        assert got["peer"] == best and got["median_ms"] == rows[best]["median_ms"]
+        assert got["tuned_over_peer"] == pytest.approx(
+            rows["tuned"]["median_ms"] / rows[best]["median_ms"])
     # every kind tuned in bfloat16: matrices at 2 bytes, vectors (biases, LayerNorm) at 4
     from autotune.bench.run import base_model
     from autotune.models.bert import resolve_model
@@ -245,3 +255,22 @@ def test_embedding_comparison_sees_a_changed_neighbour() -> None:
     moved[1] = torch.nn.functional.normalize(torch.tensor([0.0, 0.95, 0.1]), dim=0)
     got = compare(moved, ref)
     assert got["neighbours_kept"] < 1 and got["min_cos"] < 0.2
+
+
+def test_a_config_is_in_the_tier_of_its_lowest_gemm_precision(tmp_path: Path) -> None:
+    from autotune.bench.run import config_tier
+    from tests.runtime.helpers import F32_GEMM, INT8_GEMM
+
+    def tier(cfg: dict) -> str:
+        path = tmp_path / "c.json"
+        path.write_text(json.dumps(cfg))
+        return config_tier(parse_config(path))
+
+    assert tier(make_config(TINY, choices(F32_GEMM, "float32"), [(1, 16)])) == "float32"
+    assert tier(make_config(TINY, choices(BF16_GEMM, "bfloat16"), [(1, 16)])) == "bfloat16"
+    assert tier(make_config(TINY, choices(INT8_GEMM, "float32"), [(1, 16)])) == "int8"
+    one_layer = make_config(TINY, choices(F32_GEMM, "float32"), [(1, 16)])
+    int8 = dict(choices(INT8_GEMM, "float32")["ffn_down"])
+    one_layer["ops"]["ffn_down"].append({**one_layer["ops"]["ffn_down"][0], "layers": [1],
+                                         "variant": int8.pop("variant"), "params": int8})
+    assert tier(one_layer) == "int8"  # one layer's int8 op puts the config in the int8 tier
