@@ -427,6 +427,12 @@ def _peers(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str,
                    "length per line, or a text file with one input per line (tokenized with "
                    "the model's tokenizer). Every contender gets the batch padded to its "
                    "longest input (padding=True); the tuned model runs its own layout.")
+@click.option("--calibration", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              metavar="FILE",
+              help="Text file, one input per line, that every contender embeds for the "
+                   "sentence-embedding and retrieval table, and that static int8 peers "
+                   "calibrate on. Default: the --lengths text file if it is one, else texts "
+                   "shipped with autotune when the model has a tokenizer.")
 @click.option("--against", default=",".join(PEERS), show_default=True, callback=_peers,
               help="Contenders to time next to the tuned model (onnxruntime needs the "
                    "`peers` extra; absent ones are skipped with a note).")
@@ -438,8 +444,8 @@ def _peers(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str,
 @click.option("--seed", type=int, default=0, show_default=True)
 def bench(model: str, config_path: Path, shapes: tuple[Bucket, ...],
           batch_sizes: tuple[int, ...], seq_lens: tuple[int, ...], lengths: str,
-          against: tuple[str, ...], seconds: float, output: Path | None,
-          storage: str | None, seed: int) -> None:
+          calibration: Path | None, against: tuple[str, ...], seconds: float,
+          output: Path | None, storage: str | None, seed: int) -> None:
     """Time the tuned model and its peers interleaved in one process, with accuracy against
     float32 HF eager and memory; print a table, write JSON, store it in the database."""
     from rich.console import Console
@@ -457,7 +463,8 @@ def bench(model: str, config_path: Path, shapes: tuple[Bucket, ...],
     if not console.is_terminal:
         console.width = max(console.width, 140)
     run_bench(BenchOptions(model, config_path, shapes, lengths, against,
-                           seconds, settings.storage_url(storage), output, seed), console)
+                           seconds, settings.storage_url(storage), output, seed,
+                           None if calibration is None else str(calibration)), console)
 
 
 main.add_command(landscape)

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from autotune.bench import PEER_TIERS, PEERS, TIERS, quality
-from autotune.bench.lengths import LengthMix, make_batch, parse_lengths
+from autotune.bench.lengths import LengthMix, calibration_texts, make_batch, parse_lengths
 from autotune.bench.memory import peak_mb, reset_peak, rss_mb, weights_at_precisions_mb
 from autotune.bench.peers import Peer, PeerUnavailable, build_peer, pooled, temp_dir
 from autotune.errors import UserError
@@ -39,6 +39,7 @@ class BenchOptions:
     storage: str | None = None
     output: Path | None = None
     seed: int = 0
+    calibration: str | None = None  # texts to embed and calibrate on (see calibration_texts)
 
 
 def _geometric(lo: int, hi: int, n: int) -> list[int]:
@@ -122,13 +123,16 @@ def run_bench(opts: BenchOptions, console: Console) -> dict[str, Any]:
     if too_long:
         raise UserError(f"shapes {', '.join(too_long)} are longer than the model's maximum "
                         f"of {top} positions")
-    mix = parse_lengths(opts.lengths, resolved.path or resolved.name, top)
+    tokenizer = resolved.path or resolved.name
+    mix = parse_lengths(opts.lengths, tokenizer, top)
+    texts = calibration_texts(opts.calibration, tokenizer, top, mix)
     hf, source = base_model(resolved.arch, resolved.path)
     if source != "checkpoint":
         console.print(f"[yellow]note:[/] no weights for {opts.model}: all contenders use the "
                       "same random weights (timings are valid, accuracy is judged on them)")
-    # Static int8 peers calibrate on inputs like the timed ones (never the same batches).
-    calibration = [make_batch(1, min(128, top), resolved.arch.vocab_size, mix,
+    # Static int8 peers calibrate on real texts where there are some, else on inputs like
+    # the timed ones (never the same batches).
+    calibration = [make_batch(1, min(128, top), resolved.arch.vocab_size, texts or mix,
                               opts.seed + 10_000 + i, pad_to_longest=True,
                               token_types=resolved.arch.n_token_types) for i in range(16)]
     peers: list[Peer] = []
@@ -159,7 +163,7 @@ def run_bench(opts: BenchOptions, console: Console) -> dict[str, Any]:
             console.print(f"[{i + 1}/{len(shapes)}] {shape.batch}x{shape.seq}: warming up "
                           f"{len(peers)} contenders (torch.compile compiles here)")
             rows += _bench_bucket(shape, peers, hf, resolved.arch, mix, opts, weights_mb)
-        texts = _text_quality(peers, hf, resolved.arch, mix, console) if mix.texts else {}
+        quality_of = _text_quality(peers, hf, resolved.arch, texts, console) if texts else {}
     runtime_warnings = list(dict.fromkeys(str(w.message) for w in caught
                                           if issubclass(w.category, FallbackWarning)))
     for message in runtime_warnings:
@@ -169,8 +173,9 @@ def run_bench(opts: BenchOptions, console: Console) -> dict[str, Any]:
               "weights_at_precisions_mb": at_precisions,
               "max_rel_error": cfg.max_rel_error, "tier": config_tier(cfg),
               "tiers": best_per_tier(rows),
-              "lengths": mix.desc, "machine": machine("cpu"), "torch": torch.__version__,
-              "rows": rows, "text_quality": texts, "skipped": skipped,
+              "lengths": mix.desc, "texts": texts.desc if texts else None,
+              "machine": machine("cpu"), "torch": torch.__version__,
+              "rows": rows, "text_quality": quality_of, "skipped": skipped,
               "runtime_warnings": runtime_warnings,
               "notes": {p.name: p.note for p in peers}}
     _print_table(result, console)
@@ -314,15 +319,15 @@ def _print_table(result: dict[str, Any], console: Console) -> None:
     if result["tiers"]:
         console.print(_tier_table(result))
     if result.get("text_quality"):
-        console.print(_text_table(result["text_quality"], result["lengths"]))
+        console.print(_text_table(result["text_quality"], result["texts"]))
     for name, why in result["skipped"].items():
         console.print(f"skipped {name}: {why}")
 
 
-def _text_table(quality: dict[str, dict[str, float]], lengths: str) -> Table:
+def _text_table(quality: dict[str, dict[str, float]], texts: str) -> Table:
     n = next(iter(quality.values()))["texts"]
     table = Table(title=f"sentence embeddings (mean-pooled) of the first {n} inputs of the "
-                        f"{lengths}, against float32 HF's")
+                        f"{texts}, against float32 HF's")
     for col in ("contender", "min cos", "mean cos", "nearest neighbour kept"):
         table.add_column(col, justify="left" if col == "contender" else "right")
     for name, q in quality.items():

@@ -244,6 +244,28 @@ def test_bench_on_real_text_pads_every_contender_to_the_longest(tmp_path: Path,
     assert 0.99 < quality["tuned"]["min_cos"] <= quality["tuned"]["mean_cos"] <= 1.0001
 
 
+def test_bench_embeds_the_calibration_texts_else_the_builtin_ones(tmp_path: Path,
+                                                                   minilm_dir: Path) -> None:
+    from autotune.models.bert import resolve_model
+
+    arch = resolve_model(str(minilm_dir)).arch
+    cfg = tmp_path / "tuned.json"
+    cfg.write_text(json.dumps(make_config(arch, choices(BF16_GEMM, "bfloat16"), [(2, 32)],
+                                          name="model")))
+    f = tmp_path / "queries.txt"
+    f.write_text("\n".join(TEXTS))
+    for calibration, texts, count in ((str(f), "text of queries.txt (4 inputs)", 4),
+                                      (None, "autotune's built-in texts", 100)):
+        opts = BenchOptions(str(minilm_dir), cfg, (Bucket(2, 32),), "fixed", ("eager",), 0.1,
+                            None, tmp_path / "bench.json", calibration=calibration)
+        log = io.StringIO()
+        result = run_bench(opts, Console(file=log, width=200))
+        assert result["lengths"] == "fixed" and result["texts"].startswith(texts)
+        quality = result["text_quality"]
+        assert quality["eager"]["texts"] >= count and quality["eager"]["min_cos"] > 0.9999
+        assert quality["tuned"]["min_cos"] > 0.99 and "sentence embeddings" in log.getvalue()
+
+
 def test_embedding_comparison_sees_a_changed_neighbour() -> None:
     from autotune.bench.quality import compare
 
