@@ -116,3 +116,25 @@ def test_a_variant_says_what_precision_its_config_computes_in() -> None:
     assert precision_of("attention", "cpu", {"variant": "sdpa"}) == "float32"
     assert precision_of("ffn_up", "cuda", {"variant": "compiled", "precision": "tfloat32"}) \
         == "tfloat32"
+
+
+def test_a_call_larger_than_its_bucket_is_one_gemm_unless_row_blocks_were_chosen(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Row blocks are a searched choice: a choice without them, called with more rows than
+    its bucket (a 16x128 batch on an 8x128 choice), runs one GEMM, not one per bucket."""
+    from autotune.kernels.cpu import gemm
+
+    calls: list[int] = []
+    linear = torch.nn.functional.linear
+
+    def spy(x: torch.Tensor, *args: object) -> torch.Tensor:
+        calls.append(x.shape[0])
+        return linear(x, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(gemm.F, "linear", spy)
+    w, b, x = torch.randn(6, 5), torch.randn(6), torch.randn(10, 5)
+    for row_block, expected in ((0, [10]), (4, [4, 4, 2])):
+        calls.clear()
+        lin = gemm.make_linear(w, b, impl="aten", rows=8, row_block=row_block)
+        torch.testing.assert_close(lin(x), linear(x, w, b))
+        assert calls == expected
