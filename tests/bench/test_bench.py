@@ -217,16 +217,22 @@ def test_accuracy_texts_come_from_calibration_then_lengths_then_the_builtin_ones
         calibration_texts(str(f), tiny_model_dir, 512, fixed)
 
 
-def test_bench_on_real_text_pads_every_contender_to_the_longest(tmp_path: Path,
-                                                                 minilm_dir: Path) -> None:
+def _minilm_case(tmp_path: Path, minilm_dir: Path, bucket: Bucket) -> tuple[Path, Path]:
+    """A bfloat16 config of the real checkpoint at ``bucket``, and a file of ``TEXTS``."""
     from autotune.models.bert import resolve_model
 
     arch = resolve_model(str(minilm_dir)).arch
     cfg = tmp_path / "tuned.json"
-    cfg.write_text(json.dumps(make_config(arch, choices(BF16_GEMM, "bfloat16"), [(4, 64)],
-                                          name="model")))
+    cfg.write_text(json.dumps(make_config(arch, choices(BF16_GEMM, "bfloat16"),
+                                          [(bucket.batch, bucket.seq)], name="model")))
     f = tmp_path / "queries.txt"
     f.write_text("\n".join(TEXTS))
+    return cfg, f
+
+
+def test_bench_on_real_text_pads_every_contender_to_the_longest(tmp_path: Path,
+                                                                 minilm_dir: Path) -> None:
+    cfg, f = _minilm_case(tmp_path, minilm_dir, Bucket(4, 64))
     opts = BenchOptions(str(minilm_dir), cfg, (Bucket(4, 64),), str(f), ("eager", "openvino"),
                         0.2,
                         None, tmp_path / "bench.json")
@@ -246,14 +252,7 @@ def test_bench_on_real_text_pads_every_contender_to_the_longest(tmp_path: Path,
 
 def test_bench_embeds_the_calibration_texts_else_the_builtin_ones(tmp_path: Path,
                                                                    minilm_dir: Path) -> None:
-    from autotune.models.bert import resolve_model
-
-    arch = resolve_model(str(minilm_dir)).arch
-    cfg = tmp_path / "tuned.json"
-    cfg.write_text(json.dumps(make_config(arch, choices(BF16_GEMM, "bfloat16"), [(2, 32)],
-                                          name="model")))
-    f = tmp_path / "queries.txt"
-    f.write_text("\n".join(TEXTS))
+    cfg, f = _minilm_case(tmp_path, minilm_dir, Bucket(2, 32))
     for calibration, texts, count in ((str(f), "text of queries.txt (4 inputs)", 4),
                                       (None, "autotune's built-in texts", 100)):
         opts = BenchOptions(str(minilm_dir), cfg, (Bucket(2, 32),), "fixed", ("eager",), 0.1,
