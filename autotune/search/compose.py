@@ -89,7 +89,7 @@ class Composer:
         self.batches = [self._batch(b, mix, seed=i) for i, b in enumerate(buckets)]
         texts = calibration_texts(calibration, tokenizer, self.arch.max_seq, mix)
         self.accuracy_desc = texts.desc if texts is not None else \
-            "random token ids (no tokenizer for this model: give --calibration FILE)"
+            "random token ids (no tokenizer found for this model)"
         # judged on real text where there is some: CHECK_INPUTS distinct texts per bucket
         self.checks = [[self.batches[i]] for i in range(len(buckets))] if texts is None else [
             [self._batch(b, texts, picks=picks) for picks in _text_picks(len(texts.texts),
