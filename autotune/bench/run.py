@@ -275,21 +275,21 @@ def best_per_tier(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, A
 
 
 def _tier_table(result: dict[str, Any]) -> Table:
-    shapes = list(dict.fromkeys(r["bucket"] for r in result["rows"]))
-    table = Table(title=f"per precision tier: the fastest peer of the tier, and tuned ÷ it "
-                        f"(below 1× the tuned model is faster; the config's own tier, "
-                        f"{result['tier']}, is marked *)")
-    table.add_column("tier")
-    for s in shapes:
-        table.add_column(s, justify="right")
-    for tier, by_shape in result["tiers"].items():
+    """One line per shape, one column per tier: its fastest peer, that peer's ms, and tuned ÷
+    it (below 1× the tuned model is faster)."""
+    tiers = list(result["tiers"])
+    table = Table(title="per precision tier: the fastest peer of the tier and tuned ÷ it "
+                        "(below 1× the tuned model is faster; * the config's own tier)")
+    table.add_column("shape")
+    for tier in tiers:
+        table.add_column(f"{tier}{' *' if tier == result['tier'] else ''}", justify="right")
+    for shape in dict.fromkeys(r["bucket"] for r in result["rows"]):
         cells = []
-        for s in shapes:
-            b = by_shape.get(s)
+        for tier in tiers:
+            b = result["tiers"][tier].get(shape)
             cells.append("-" if b is None else
-                         f"{b['peer']} {b['median_ms']:.1f} ms, err {b['rel_error']:.0e}: "
-                         f"{b['tuned_over_peer']:.2f}×")
-        table.add_row(f"{tier}{' *' if tier == result['tier'] else ''}", *cells)
+                         f"{b['peer']} {b['median_ms']:.1f} ms: {b['tuned_over_peer']:.2f}×")
+        table.add_row(shape, *cells)
     return table
 
 
