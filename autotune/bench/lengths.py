@@ -16,7 +16,7 @@ from autotune.errors import UserError
 LengthSampler = Callable[[int, int, torch.Generator], torch.Tensor]
 MAX_TEXTS = 100_000  # lines read from a text file (enough for any length mix)
 #: English texts of several kinds (support requests, queries, reviews, news, documentation;
-#: 3-70 tokens) that accuracy is judged on when the user gives none and a tokenizer exists
+#: 4-110 tokens) that accuracy is judged on when the user gives none and a tokenizer exists
 BUILTIN_TEXTS = Path(__file__).resolve().parent.parent / "data" / "calibration.txt"
 
 

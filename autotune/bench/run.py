@@ -245,14 +245,13 @@ def _bench_bucket(bucket: Bucket, peers: list[Peer], hf: torch.nn.Module, arch: 
 def config_tier(cfg: TunedConfig) -> str:
     """The tier of a tuned config: the lowest precision any of its GEMMs computes in."""
     from autotune.models.kinds import KINDS
-    from autotune.ops.registry import precision_of
+    from autotune.ops.registry import PRECISION_RANK, precision_of
 
     used = {precision_of(kind, cfg.device, c.all_params)
             for kind, cs in (*cfg.ops.items(), *cfg.layer_ops.items()) if KINDS[kind].gemm
             for c in cs}
-    rank = {"int8": 0, "bfloat16": 1, "float16": 1, "tfloat32": 2, "float32": 2}
-    lowest = min(used, key=lambda p: rank.get(p, 2), default="float32")
-    return {"float16": "bfloat16", "tfloat32": "float32"}.get(lowest, lowest)
+    lowest = min(used, key=PRECISION_RANK.__getitem__, default="float32")
+    return {"float16": "bfloat16", "tfloat32": "float32"}.get(lowest, lowest)  # 16-bit, 32-bit
 
 
 def best_per_tier(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:

@@ -83,6 +83,11 @@ def named_precision(params: Mapping[str, Value]) -> str:
     return str(params.get("precision", "float32"))
 
 
+#: Precisions from least to most precise: the model-level study steps ops back along it, and
+#: a config's tier is its least precise GEMM's.
+PRECISION_RANK = {"int8": 0, "bfloat16": 1, "float16": 2, "tfloat32": 3, "float32": 4}
+
+
 def precision_of(kind: str, device: str, params: Mapping[str, Value]) -> str:
     """The precision a config (with its ``variant``) of ``kind`` on ``device`` computes in."""
     return get_variant(kind, device, str(params["variant"])).precision(params)

@@ -27,7 +27,7 @@ from autotune.measure.run import execution_device
 from autotune.measure.timing import time_many, time_many_cuda
 from autotune.models.bert import Bucket, ResolvedModel
 from autotune.models.kinds import KINDS
-from autotune.ops.registry import precision_of
+from autotune.ops.registry import PRECISION_RANK, precision_of
 from autotune.runtime.config import config_dict, parse_config
 from autotune.runtime.model import TunedBert
 from autotune.search.samplers import make_sampler
@@ -47,7 +47,6 @@ LAYOUT_KINDS = tuple(k.name for k in KINDS.values() if k.gemm and k.covered_by =
 # none): the per-op winners of the real MiniLM checkpoint turned some texts' embeddings to
 # cosine 0.73 and left others near 1, so one batch of one input says little.
 CHECK_INPUTS = 16
-PRECISION_RANK = {"int8": 0, "bfloat16": 1, "float16": 2, "tfloat32": 3, "float32": 4}
 Candidates = dict[str, dict[Bucket, list[dict[str, Any]]]]  # kind -> bucket -> ranked configs
 
 
