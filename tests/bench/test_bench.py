@@ -13,6 +13,7 @@ from rich.console import Console
 from sqlalchemy import create_engine, text
 
 from autotune.bench.lengths import calibration_texts, make_batch, parse_lengths
+from autotune.bench.peers import PeerUnavailable
 from autotune.bench.run import BenchOptions, default_shapes, run_bench
 from autotune.errors import UserError
 from autotune.models.bert import KNOWN_ARCHITECTURES, Bucket, default_buckets
@@ -263,6 +264,27 @@ def test_bench_embeds_the_calibration_texts_else_the_builtin_ones(tmp_path: Path
         quality = result["text_quality"]
         assert quality["eager"]["texts"] >= count and quality["eager"]["min_cos"] > 0.9999
         assert quality["tuned"]["min_cos"] > 0.99 and "sentence embeddings" in log.getvalue()
+
+
+def test_static_int8_peers_calibrate_on_the_calibration_texts(
+        tmp_path: Path, minilm_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from transformers import AutoTokenizer
+
+    from autotune.bench import run
+
+    cfg, f = _minilm_case(tmp_path, minilm_dir, Bucket(2, 32))
+    given: list[dict[str, torch.Tensor]] = []
+
+    def build_peer(name: str, base: torch.nn.Module, tmp: Path, calibration: list) -> object:
+        given.extend(calibration)
+        raise PeerUnavailable("not built in this test")
+
+    monkeypatch.setattr(run, "build_peer", build_peer)
+    opts = BenchOptions(str(minilm_dir), cfg, (Bucket(2, 32),), "fixed", ("openvino-int8",),
+                        0.1, None, tmp_path / "bench.json", calibration=str(f))
+    run_bench(opts, Console(file=io.StringIO(), width=200))
+    texts = AutoTokenizer.from_pretrained(str(minilm_dir))(TEXTS)["input_ids"]
+    assert given and all(b["input_ids"][0].tolist() in texts for b in given)
 
 
 def test_embedding_comparison_sees_a_changed_neighbour() -> None:
