@@ -129,7 +129,12 @@ def _load_builtin() -> None:
 
 
 def cast_inputs(inputs: Tensors, dtype: torch.dtype) -> Tensors:
-    return {k: v.to(dtype) if v.is_floating_point() else v for k, v in inputs.items()}
+    """The floating inputs in ``dtype`` (the others as they are); nothing is copied, and no
+    call is made, for inputs already in it."""
+    if all(v.dtype == dtype or not v.is_floating_point() for v in inputs.values()):
+        return inputs
+    return {k: v.to(dtype) if v.is_floating_point() and v.dtype != dtype else v
+            for k, v in inputs.items()}
 
 
 def flatten(out: Output) -> torch.Tensor:

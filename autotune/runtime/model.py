@@ -40,6 +40,10 @@ _UNSUPPORTED = ("inputs_embeds", "head_mask", "encoder_hidden_states", "past_key
                 "output_attentions", "output_hidden_states")
 
 
+#: Resolved (op, layer, shape) entries kept: about 300 shapes of a 12-layer model.
+_DISPATCH_ENTRIES = 20_000
+
+
 class FallbackWarning(UserWarning):
     """An op kind runs the float32 reference: the config has no choice for it."""
 
@@ -113,6 +117,9 @@ class TunedBert(torch.nn.Module):
         self._graphs: dict[tuple[object, ...], tuple[Any, tuple[torch.Tensor | None, ...],
                                                      tuple[torch.Tensor, torch.Tensor | None]]] = {}
         self._built: dict[tuple[str, int, Bucket], tuple[OpFn, torch.dtype]] = {}
+        # (kind, layer, batch, seq) -> what _fn resolved for it: a forward pass then costs one
+        # dict look-up per op instead of a bucket search, and shapes repeat in production
+        self._dispatch: dict[tuple[str, int, int, int], tuple[OpFn, torch.dtype]] = {}
         self._building = threading.Lock()
         self._released = False
         self._warned: set[str] = set()
@@ -123,11 +130,20 @@ class TunedBert(torch.nn.Module):
         return self.weights[kind][layer]
 
     def _fn(self, kind: str, layer: int, batch: int, seq: int) -> tuple[OpFn, torch.dtype]:
+        key = (kind, layer, batch, seq)
+        found = self._dispatch.get(key)
+        if found is not None:
+            return found
         choice = pick_choice(kind, self.ops.get(kind, ()), batch, seq)
         if choice is None:
-            return self._reference(kind, layer), torch.float32
-        return self._built.get((kind, layer, choice.bucket)) or self._build(
-            kind, layer, self.layer_ops.get((kind, choice.bucket, layer), choice))
+            found = self._reference(kind, layer), torch.float32
+        else:
+            found = self._built.get((kind, layer, choice.bucket)) or self._build(
+                kind, layer, self.layer_ops.get((kind, choice.bucket, layer), choice))
+        if len(self._dispatch) >= _DISPATCH_ENTRIES:  # bounded, whatever the traffic
+            self._dispatch.clear()
+        self._dispatch[key] = found
+        return found
 
     def _build(self, kind: str, layer: int, choice: Choice) -> tuple[OpFn, torch.dtype]:
         key = (kind, layer, choice.bucket)

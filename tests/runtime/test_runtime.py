@@ -16,6 +16,7 @@ from transformers import BertConfig, BertForSequenceClassification, BertModel
 
 import autotune
 from autotune.models.bert import BertArch, Bucket
+from autotune.models.kinds import KINDS, OP_KINDS
 from autotune.runtime import ConfigError, TunedBert, parse_config
 from autotune.runtime.model import pick_choice
 from tests.conftest import TINY
@@ -146,6 +147,32 @@ def test_shapes_beyond_buckets_run_the_nearest_tuned_choice() -> None:
     buckets = {bucket for _, _, bucket in model._built}
     assert buckets == {Bucket(2, 16)}  # the nearer of the two, for every op
     assert _rel(out.last_hidden_state, ref.last_hidden_state, inputs["attention_mask"]) < 0.03
+
+
+def test_dispatch_is_resolved_once_per_shape_and_stays_bounded(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A repeated shape costs a look-up, not a bucket search; the table of resolved shapes is
+    bounded whatever the traffic, and emptying it changes no output."""
+    import autotune.runtime.model as runtime
+
+    hf = _hf()
+    cfg = make_config(TINY, choices(F32_GEMM, "float32"), [(1, 8), (2, 16)])
+    model = TunedBert(TINY, hf.state_dict(), parse_config(cfg))
+    searched: list[str] = []
+    real_pick = runtime.pick_choice
+    monkeypatch.setattr(runtime, "pick_choice",
+                        lambda kind, *a: searched.append(kind) or real_pick(kind, *a))
+    inputs = _inputs(batch=2, seq=9)
+    first = model(**inputs).last_hidden_state
+    calls = len(searched)
+    assert calls == sum(KINDS[k].count(TINY) for k in OP_KINDS)
+    assert torch.equal(model(**inputs).last_hidden_state, first)
+    assert len(searched) == calls  # the second call searched nothing
+    monkeypatch.setattr(runtime, "_DISPATCH_ENTRIES", calls + 5)
+    for seq in range(3, 12):
+        model(**_inputs(batch=2, seq=seq))
+        assert len(model._dispatch) <= calls + 5
+    assert torch.equal(model(**inputs).last_hidden_state, first)
 
 
 def test_nearest_bucket_per_op_kind() -> None:
