@@ -201,8 +201,9 @@ class Composer:
         return replace(comp, choice={**comp.choice, kind: tuple(choice)})
 
     def step_back(self, comp: Composition, buckets: list[int] | None = None) -> Composition:
-        """In each of ``buckets`` (indices; default all), one op moves to its best config of
-        the next higher precision there (bfloat16 before float32): inside the encoder layer
+        """In each of ``buckets`` (indices; default all), one op moves to its fastest config of
+        a higher precision there (bfloat16 where it is faster than float32, as it is on AMX
+        and AMD CPUs; float32 where bfloat16 GEMMs are slower): inside the encoder layer
         whose own error is largest (fed the float32 model's input, see ``layer_errors``),
         the lowest-precision op, largest per-op error first, for that layer only. Where no
         layer has an op to move, the lowest-precision kind outside the layers (embeddings,
