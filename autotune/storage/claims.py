@@ -10,6 +10,7 @@ is used exactly once in the end.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -117,7 +118,12 @@ class Claims:
 
 def retry_stale(url: str) -> Callable[[optuna.Study, FrozenTrial], None]:
     """Optuna's stale-trial callback for shared databases: release the dead worker's claim,
-    then queue the trial again (at most three times)."""
+    then queue the trial again (at most three times).
+
+    The retry starts without the dead trial's user attributes. Optuna copies them, but they
+    belong to that run (its worker, its claim, and its whole result when the worker died
+    between storing ``status`` and telling the study): a copy that dies in turn would read as a
+    second measurement of the config."""
     from optuna.storages import RetryHeartbeatStaleTrialCallback
 
     retry = RetryHeartbeatStaleTrialCallback(max_retry=3)
@@ -131,5 +137,7 @@ def retry_stale(url: str) -> Callable[[optuna.Study, FrozenTrial], None]:
             if not measured:  # died mid-measurement: the slot is free again
                 claims.release(str(key))  # (measured: the retry is answered from the cache)
             claims.close()
-        retry(study, trial)
+        fresh = copy.deepcopy(trial)
+        fresh.user_attrs = {}
+        retry(study, fresh)
     return callback
