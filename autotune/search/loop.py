@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 from autotune.measure import MeasureResult
@@ -198,7 +199,15 @@ def run_trials(study: optuna.Study, space: Space, ctx: dict[str, Any], policy: L
                 study.tell(trial, state=TrialState.PRUNED)
                 continue
             res, cached = got
-            tell(study, trial, res, policy.tol, cached)
+            try:
+                tell(study, trial, res, policy.tol, cached)
+            except UpdateFinishedTrialError:
+                # This worker stalled past the grace period while measuring and another one
+                # failed the trial as dead (an interrupted run stops at the loop's test).
+                say(f"{study.study_name}: trial #{trial.number} was failed as stale by "
+                    "another worker while it was measured (this worker stalled); its retry "
+                    "is answered from the cache")
+                continue
         if res.status == Status.INTERRUPTED:  # not a property of the config
             break
         key = params_key(params)

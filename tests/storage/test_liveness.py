@@ -11,8 +11,9 @@ import pytest
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
+from autotune.measure import MeasureResult, Status
 from autotune.search.loop import LoopPolicy, run_trials
-from autotune.space import parse_space
+from autotune.space import Params, parse_space
 from autotune.storage.liveness import MARK, WORKER, Liveness
 
 GRACE = 1
@@ -108,3 +109,35 @@ def test_waiting_on_a_hung_worker_is_said_and_bounded(study: optuna.Study) -> No
     assert time.monotonic() - t0 < 10
     assert "waiting on other workers' trials" in said[0] and "#0" in said[0]
     assert said[-1].startswith("gave up") and "#0 (no heartbeat yet" in said[-1]
+
+
+def test_a_worker_whose_trial_was_failed_while_it_measured_goes_on(
+        study: optuna.Study, storage: RDBStorage) -> None:
+    """This worker stalls in a measurement past the grace period; another one fails its trial
+    as dead. Telling the result must not crash the worker: it goes on, and the trial's retry
+    is answered from the (here: in-memory) cache."""
+    space = parse_space({"kind": "t", "params": {"variant": {
+        "type": "categorical", "choices": ["a", "b"]}}}, "t.yaml", "cpu")
+    results: dict[str, MeasureResult] = {}
+
+    def measure(params: Params, trial: optuna.Trial) -> tuple[MeasureResult, bool]:
+        key = str(params["variant"])
+        if key in results:
+            return results[key], True
+        res = MeasureResult(Status.OK, "", rel_error=0.0, cand_ms=1.0, ref_ms=2.0)
+        results[key] = res
+        if trial.number == 0:  # stalled past the grace period: failed as stale meanwhile
+            storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            retry = storage.get_heartbeat_stale_trial_callback()
+            assert retry is not None
+            retry(study, storage.get_trial(trial._trial_id))
+        return res, False
+
+    said: list[str] = []
+    policy = LoopPolicy(trials=2, sampler="random", seed=0, tol=0.02, wait_limit_s=5.0)
+    run_trials(study, space, {}, policy, measure, budget_left=lambda: 2 - len(results),
+               live=_live(study, storage), say=said.append)
+    assert any("failed as stale by another worker" in m for m in said), said
+    trials = study.get_trials(deepcopy=False)
+    assert trials[0].state == TrialState.FAIL and "status" not in trials[0].user_attrs
+    assert {t.params["variant"] for t in trials if t.state == TrialState.COMPLETE} == {"a", "b"}
