@@ -77,12 +77,16 @@ def run(s: Soak) -> Outcome:
             procs.append((subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env),
                           log))
 
-    for _ in range(s.workers):
+    # The first worker dies at its first ask for sure (it is not killed from outside before),
+    # so the window is hit in every run; the others die there by chance, replacements included.
+    spawn(1.0 if s.die_after_ask > 0 else 0.0)
+    sure = procs[0][0]
+    for _ in range(s.workers - 1):
         spawn(s.die_after_ask)
     end = time.monotonic() + s.kill_s
     while time.monotonic() < end:
         time.sleep(rng.uniform(*s.interval))
-        alive = [p for p, _ in procs if p.poll() is None]
+        alive = [p for p, _ in procs if p.poll() is None and p is not sure]
         if alive:
             rng.choice(alive).send_signal(signal.SIGKILL)  # anywhere: no handler, no cleanup
             out.kills += 1
