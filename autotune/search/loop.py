@@ -65,17 +65,22 @@ def tell(study: optuna.Study, trial: optuna.Trial, res: MeasureResult, tol: floa
 
 def _enqueue_first(study: optuna.Study, space: Space, ctx: dict[str, Any], policy: LoopPolicy,
                    configs: list[Params], seen: set[str], remaining: int) -> None:
-    """Grid search (or a space no larger than the budget): every config, in a seeded random
-    order. Otherwise a fresh study starts from the reference's own config, then the warm-start
-    configs that are legal here: the search never ends worse than the baseline."""
+    """A fresh study starts from the reference's own config, so that even an interrupted
+    search never ends worse than the baseline. Then, for grid search (or a space no larger than
+    the budget), every other config in a seeded random order; otherwise the warm-start configs
+    that are legal here."""
     waiting = {params_key(t.params)
                for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))}
-    if policy.sampler == "grid" or len(configs) <= remaining:
-        for params in [c for c in configs if params_key(c) not in seen | waiting][:remaining]:
-            study.enqueue_trial(params)
-        return
     first = [space.baseline] if space.baseline is not None and not seen else []
     legal = {params_key(c) for c in configs}
+    if policy.sampler == "grid" or len(configs) <= remaining:
+        for params in [*(c for c in first if params_key(c) in legal), *configs]:
+            key = params_key(params)
+            if remaining > 0 and key not in seen | waiting:
+                study.enqueue_trial(params)
+                waiting.add(key)
+                remaining -= 1
+        return
     for params in [*first, *policy.warm]:
         key = params_key(params)
         if key in legal and key not in seen | waiting:

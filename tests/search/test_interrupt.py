@@ -50,7 +50,7 @@ def test_sigint_closes_the_trial_summarises_and_exports(tmp_path: Path,
     assert "interrupted" in output and "per-operator results" in output
     assert "Traceback" not in output
     config = json.loads(out.read_text())
-    assert config["ops"]["ffn_up"][0]["latency_ms"] > 0
+    assert config["ops"]["ffn_up"][0]["latency_ms"] > 0, output
     storage = optuna.storages.RDBStorage(f"sqlite:///{db}")
     (study,) = storage.get_all_studies()
     states = [t.state for t in storage.get_all_trials(study._study_id)]

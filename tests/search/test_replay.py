@@ -81,10 +81,11 @@ def test_grid_replay_finds_the_optimum_where_the_shuffle_put_it(tmp_path: Path) 
                                           lambda p: 0.3 if p == target else 1.0))
     space = pooler_space()
 
-    def position(seed: int) -> int:  # where the loop's seeded shuffle puts the target
+    def position(seed: int) -> int:  # the baseline, then the loop's seeded shuffle
         configs = list(space.configs(land.context))
         random.Random(seed).shuffle(configs)
-        return [params_key(c) for c in configs].index(params_key(target)) + 1
+        order = [space.baseline, *(c for c in configs if c != space.baseline)]
+        return [params_key(c) for c in order].index(params_key(target)) + 1
 
     curve = replay_once(land, space, "grid", seed=7, budget=land.size)
     assert len(curve) == land.size  # grid measures every config once
