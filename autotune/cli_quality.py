@@ -154,6 +154,7 @@ def replay(paths: tuple[Path, ...], samplers: tuple[str, ...], seeds: int, budge
     for path in paths:
         land = load_landscape(path)
         space = land.search_space(settings.spaces_dir(None))
+        land = land.within(space)
         n = budget or max(1, land.size // 4)
         scores = []
         with Progress(console=console, transient=True) as bar:

@@ -24,6 +24,14 @@ def _mkl_packed_float32_only(p: Mapping[str, Value], ctx: Mapping[str, Any]) -> 
     return p.get("impl") != "mkl_packed" or p.get("precision") == "float32"
 
 
+@constraint("mkl_packed_bucket_bound",
+            "MKL's packed weights serve only calls of exactly the bucket's rows (others run "
+            "unpacked) and take a copy per bucket: the runtime sends every shape to a bucket's "
+            "choice, so the search leaves them out (configs that hold them still load)")
+def _mkl_packed_bucket_bound(p: Mapping[str, Value], ctx: Mapping[str, Any]) -> bool:
+    return p.get("impl") != "mkl_packed"
+
+
 @constraint("qengine_available", "the quantized engine must be built into this torch")
 def _qengine_available(p: Mapping[str, Value], ctx: Mapping[str, Any]) -> bool:
     return "qengine" not in p or p["qengine"] in ctx["qengines"]

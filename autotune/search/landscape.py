@@ -12,7 +12,7 @@ from __future__ import annotations
 import gzip
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -66,6 +66,19 @@ class Landscape:
         if self.space is not None:
             return self.space
         return load_spaces(spaces_dir, self.device, (self.kind,))[self.kind]
+
+    def within(self, space: Space) -> Landscape:
+        """The recording cut to the configs ``space`` allows in the recording's context. A
+        recording older than a constraint holds configs the search can no longer propose; its
+        best must be one the search can reach. A config of the space that the recording lacks
+        is an error: replay would have nothing to answer it with."""
+        keys = {params_key(p) for p in space.configs(self.context)}
+        missing = keys - self.entries.keys()
+        if missing:
+            raise UserError(f"the {self.label} recording lacks {len(missing)} of the "
+                            f"{len(keys)} configs of the current {self.kind} space: record it "
+                            "again (`autotune landscape export` after a full search)")
+        return replace(self, entries={k: v for k, v in self.entries.items() if k in keys})
 
     def lookup(self, params: Params) -> MeasureResult:
         hit = self.entries.get(params_key(params))

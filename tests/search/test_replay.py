@@ -119,9 +119,12 @@ def test_failed_and_infeasible_configs_behave_as_live(tmp_path: Path) -> None:
 
 def test_patience_stops_a_replay_early(tmp_path: Path) -> None:
     land = load_landscape(write_landscape(tmp_path / "l.json", lambda p: 1.0))
-    # four configs without a new best after the first, then the one precision (of float32,
+    # four configs without a new best after the first, then the precisions (of float32,
     # bfloat16, int8) those five lack: a study ends with a config of each (see tier_seeds)
-    assert len(replay_once(land, pooler_space(), "random", 0, 30, patience=4)) == 6
+    lengths = [len(replay_once(land, pooler_space(), "random", seed, 30, patience=4))
+               for seed in range(8)]
+    assert all(5 <= n <= 7 for n in lengths), lengths
+    assert len(set(lengths)) > 1, lengths  # the fill depends on what the five drew
 
 
 def test_distance_counts_shared_parameters_only() -> None:
@@ -136,7 +139,9 @@ def test_recorded_landscapes_load_and_cover_their_space(path: Path) -> None:
     land = load_landscape(path)
     space = load_spaces(DEFAULT_SPACES_DIR, land.device, (land.kind,))[land.kind]
     keys = {params_key(p) for p in space.configs(land.context)}
-    assert keys == set(land.entries), "recording and search space disagree"
+    assert keys <= set(land.entries), "the recording lacks configs of the search space"
+    land = land.within(space)
+    assert set(land.entries) == keys
     assert 100 <= land.size <= 1000 and land.best() > 0
 
 
@@ -213,7 +218,8 @@ def test_report_shows_replay_results(tmp_path: Path) -> None:
                                   "--output", str(page), "--replay", str(rp)])
     assert r.exit_code == 0, r.output
     html = page.read_text()
-    assert 'id="replay"' in html and "pooler b1s8: 42 configs, budget 4, 2 seeds" in html
+    size = load_landscape(land).size  # every pooler config
+    assert 'id="replay"' in html and f"pooler b1s8: {size} configs, budget 4, 2 seeds" in html
     assert '<a href="#replay">Search quality</a>' in html
     bad = tmp_path / "bad.json"
     bad.write_text("{}")
