@@ -149,6 +149,32 @@ def test_shapes_beyond_buckets_run_the_nearest_tuned_choice() -> None:
     assert _rel(out.last_hidden_state, ref.last_hidden_state, inputs["attention_mask"]) < 0.03
 
 
+@pytest.mark.parametrize(("gemm", "precision", "bound"),
+                         [(F32_GEMM, "float32", 1e-5), (BF16_GEMM, "bfloat16", 0.02)],
+                         ids=["float32", "bfloat16"])
+def test_odd_shapes_up_to_the_longest_position_match_hf(gemm: dict, precision: str,
+                                                        bound: float) -> None:
+    """Batch 3, length 77 and 511 (odd, no bucket, up to the model's 512 positions) run the
+    tuned choices of the nearest buckets, never the float32 reference, and match HF."""
+    arch = BertArch(**{**TINY.to_dict(), "max_position_embeddings": 512})
+    torch.manual_seed(1)
+    hf = BertModel(BertConfig(**arch.to_dict()), add_pooling_layer=True).eval()
+    buckets = [(1, 16), (8, 128)]
+    model = TunedBert(arch, hf.state_dict(), parse_config(
+        make_config(arch, choices(gemm, precision), buckets)))
+    for batch, seq in ((3, 77), (2, 511), (5, 512)):
+        inputs = _inputs(batch=batch, seq=seq, seed=seq)
+        with torch.no_grad():
+            ref = hf(**inputs)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # the float32 fallback warns
+            out = model(**inputs)
+        err = _rel(out.last_hidden_state.float(), ref.last_hidden_state,
+                   inputs["attention_mask"])
+        assert err < bound, (batch, seq, err)
+    assert {b for _, _, b in model._built} <= {Bucket(*b) for b in buckets}
+
+
 def test_dispatch_is_resolved_once_per_shape_and_stays_bounded(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A repeated shape costs a look-up, not a bucket search; the table of resolved shapes is
