@@ -142,6 +142,7 @@ def main() -> None:
     for path in [p for p in RECORDINGS if args.only in p.name]:
         land = load_landscape(path)
         space = load_spaces(DEFAULT_SPACES_DIR, land.device, (land.kind,))[land.kind]
+        land = land.within(space)  # recordings older than a constraint hold more configs
         budget = max(1, round(land.size * args.budget_share))
         scores = {}
         for name in args.strategies.split(","):
