@@ -215,6 +215,7 @@ class TunedBert(torch.nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None,
                 position_ids: torch.Tensor | None = None, **_: Any) -> BertOutput:
+        _check_inputs(self.arch, input_ids, attention_mask, token_type_ids, position_ids)
         batch, seq = input_ids.shape
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
@@ -330,6 +331,22 @@ class TunedBert(torch.nn.Module):
         return full.view(batch, seq, heads, d).transpose(1, 2)
 
 
+def _check_inputs(arch: BertArch, ids: torch.Tensor, *others: torch.Tensor | None) -> None:
+    """One-line errors for inputs the model cannot run: anything else would fail deep in an
+    op, or (a sequence longer than the position table) silently read the wrong embeddings."""
+    if ids.dim() != 2:
+        raise ValueError(f"input_ids must be (batch, sequence); got shape {tuple(ids.shape)}")
+    if ids.shape[1] == 0:
+        raise ValueError("input_ids holds no tokens (sequence length 0)")
+    if ids.shape[1] > arch.max_seq:
+        raise ValueError(f"input of {ids.shape[1]} tokens is longer than the model's maximum "
+                         f"of {arch.max_seq}; truncate it (tokenizer(..., truncation=True))")
+    for t in others:
+        if t is not None and tuple(t.shape) != tuple(ids.shape):
+            raise ValueError(f"attention_mask, token_type_ids and position_ids must have "
+                             f"input_ids' shape {tuple(ids.shape)}; got {tuple(t.shape)}")
+
+
 _BASE_MODELS = {f.hf_class for f in FAMILIES.values()}
 
 
@@ -364,8 +381,7 @@ def apply(model: Any, config: str | Path | TunedConfig, strict: bool = False) ->
         kwargs = dict(signature.bind_partial(*args, **kwargs).arguments)
         for name in var_kw:
             kwargs.update(kwargs.pop(name, {}))
-        if any(kwargs.get(k) not in (None, False) for k in _UNSUPPORTED) \
-                or kwargs.get("input_ids") is None:
+        if _needs_original(kwargs):
             return original(**kwargs)
         out = tuned(kwargs["input_ids"], kwargs.get("attention_mask"),
                     kwargs.get("token_type_ids"), kwargs.get("position_ids"))
@@ -374,6 +390,16 @@ def apply(model: Any, config: str | Path | TunedConfig, strict: bool = False) ->
     bert.forward = forward
     bert.autotune = tuned  # keeps the tuned weights alive and inspectable
     return model
+
+
+def _needs_original(kwargs: dict[str, Any]) -> bool:
+    """Whether a call asks for what only the model's own forward does: an argument the tuned
+    forward does not implement (a tensor or True), no ``input_ids``, or a mask that is not
+    (batch, sequence) (HF also takes a ready 3-D or 4-D one)."""
+    if any(kwargs.get(k) is not None and kwargs.get(k) is not False for k in _UNSUPPORTED):
+        return True
+    ids, mask = kwargs.get("input_ids"), kwargs.get("attention_mask")
+    return ids is None or (mask is not None and mask.dim() != 2)
 
 
 #: transformers pipeline tasks → the model class a pipeline of that task runs

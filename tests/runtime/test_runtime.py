@@ -245,6 +245,43 @@ def test_unsupported_arguments_use_the_original_forward() -> None:
     assert out.hidden_states is not None and len(out.hidden_states) == TINY.num_hidden_layers + 1
 
 
+def test_tensor_arguments_and_ready_masks_use_the_original_forward() -> None:
+    """A tensor in an argument the tuned forward does not implement (or a ready 4-D mask,
+    which HF also takes) goes to HF's own forward: same outputs, no error."""
+    hf = _hf()
+    inputs = _inputs()
+    ids, mask = inputs["input_ids"], inputs["attention_mask"]
+    calls = {
+        "head_mask": {**inputs, "head_mask": torch.ones(TINY.num_hidden_layers,
+                                                        TINY.num_attention_heads)},
+        "inputs_embeds": {"inputs_embeds": hf.embeddings.word_embeddings(ids),
+                          "attention_mask": mask},
+        "4-D mask": {"input_ids": ids, "attention_mask": mask[:, None, None, :].float()},
+    }
+    with torch.no_grad():
+        refs = {name: hf(**kw).last_hidden_state for name, kw in calls.items()}
+    autotune.apply(hf, make_config(TINY, choices(BF16_GEMM, "bfloat16"), [(4, 16)]))
+    with torch.no_grad():
+        for name, kw in calls.items():
+            assert torch.equal(hf(**kw).last_hidden_state, refs[name]), name
+
+
+def test_inputs_the_model_cannot_run_are_one_line_errors() -> None:
+    hf = _hf()
+    autotune.apply(hf, make_config(TINY, choices(F32_GEMM, "float32"), [(4, 16)]))
+    longest = TINY.max_position_embeddings
+    ids = torch.randint(0, TINY.vocab_size, (2, longest + 1))
+    with pytest.raises(ValueError, match=f"longer than the model's maximum of {longest}"):
+        hf(input_ids=ids)  # the position table would be read past its end
+    with pytest.raises(ValueError, match="must be \\(batch, sequence\\)"):
+        hf(input_ids=ids[0])
+    with pytest.raises(ValueError, match="no tokens"):
+        hf(input_ids=ids[:, :0])
+    with pytest.raises(ValueError, match="must have input_ids' shape"):
+        hf(input_ids=ids[:, :8], attention_mask=torch.ones(2, 9, dtype=torch.long))
+    assert hf(input_ids=ids[:, :longest]).last_hidden_state.shape == (2, longest, TINY.hidden_size)
+
+
 def test_model_mismatch_is_an_error() -> None:
     other = BertArch(**{**TINY.to_dict(), "intermediate_size": 48})
     hf = _hf()
