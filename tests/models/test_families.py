@@ -135,3 +135,21 @@ def test_known_family_names_and_refusals(tmp_path: Path) -> None:
         BertArch.from_hf_config({**SIZES, "model_type": "gpt2"}, "x")
     with pytest.raises(UserError, match="embedding_size 16"):
         BertArch.from_hf_config({**SIZES, "model_type": "electra", "embedding_size": 16}, "x")
+
+
+def test_roberta_runs_its_longest_input_and_refuses_a_longer_one() -> None:
+    """RoBERTa's offset positions leave ``max_position_embeddings - pad - 1`` tokens; the
+    longest runs as HF runs it, one more is a one-line error rather than wrong positions."""
+    from autotune.runtime.model import TunedBert
+
+    hf = _hf("roberta")
+    arch = BertArch.from_hf_config(hf.config.to_dict(), "roberta")
+    tuned = TunedBert(arch, dict(hf.state_dict()), None)
+    longest = 42 - 1 - 1
+    ids = torch.randint(3, 97, (2, longest + 1))
+    with torch.inference_mode():
+        want = hf(input_ids=ids[:, :longest]).last_hidden_state
+    got = tuned(ids[:, :longest]).last_hidden_state
+    assert _rel(got, want, torch.ones(2, longest)) < 1e-5
+    with pytest.raises(ValueError, match=f"maximum of {longest}"):
+        tuned(ids)
