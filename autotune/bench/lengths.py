@@ -113,21 +113,43 @@ def _tokenize(path: Path, lines: list[str], tokenizer: str | Path | None,
     return [torch.tensor(ids) for ids in enc], int(tok.pad_token_id or 0)
 
 
+def packed_batches(batch: int, seq: int, mix: LengthMix, order: Sequence[int],
+                   min_texts: int, token_types: int = 2) -> list[dict[str, torch.Tensor]]:
+    """Batches of exactly ``batch`` x ``seq`` real tokens: the mix's texts in ``order``
+    (cycled), one after another in each row (the last one of a row cut at its end), until at
+    least ``min_texts`` texts went in (at least one batch). No padding: every op of a model
+    called on them runs at this very shape, whatever the layout and however short the texts."""
+    if not any(len(mix.texts[i]) for i in order):
+        raise ValueError("packed_batches needs texts with tokens")
+    batches: list[dict[str, torch.Tensor]] = []
+    used = 0
+    while used < min_texts or not batches:
+        ids = torch.empty(batch, seq, dtype=torch.long)
+        for row in range(batch):
+            filled = 0
+            while filled < seq:
+                t = mix.texts[order[used % len(order)]][:seq - filled]
+                ids[row, filled:filled + len(t)] = t
+                filled += len(t)
+                used += 1
+        out = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+        if token_types:
+            out["token_type_ids"] = torch.zeros_like(ids)
+        batches.append(out)
+    return batches
+
+
 def make_batch(batch: int, seq: int, vocab: int, mix: LengthMix, seed: int = 0,
-               pad_to_longest: bool = False, token_types: int = 2,
-               picks: Sequence[int] | None = None) -> dict[str, torch.Tensor]:
+               pad_to_longest: bool = False, token_types: int = 2) -> dict[str, torch.Tensor]:
     """A batch of ``batch`` inputs padded to ``seq`` (to its longest input with
     ``pad_to_longest``, as HF tokenizers' ``padding=True`` does): the mix's real inputs when
     it has them (one longer than ``seq`` keeps its first tokens and its last), else token ids
     drawn at random (CLS first) with the mix's lengths and sentence-pair token types
-    (``token_types``: how many the model takes; 0 leaves token_type_ids out). ``picks``:
-    which of the mix's texts, in order (default: ``batch`` drawn at random)."""
+    (``token_types``: how many the model takes; 0 leaves token_type_ids out)."""
     g = torch.Generator().manual_seed(seed)
     pos = torch.arange(seq)[None, :]
     if mix.texts:
-        if picks is None:
-            picks = torch.randint(0, len(mix.texts), (batch,), generator=g).tolist()
-        assert len(picks) == batch
+        picks = torch.randint(0, len(mix.texts), (batch,), generator=g).tolist()
         ids = torch.full((batch, seq), mix.pad_id, dtype=torch.long)
         lengths = torch.empty(batch, dtype=torch.long)
         for row, i in enumerate(picks):

