@@ -102,11 +102,10 @@ class Composer:
         # (real MiniLM shipped int8 at 8x512 with error 0.10 on text its 8x128 checks passed).
         self.checks = [[self._batch(b, FULL, seed=i)] for i, b in enumerate(buckets)] \
             if texts is None else [
-                packed_batches(b.batch, b.seq, texts, _text_order(len(texts.texts), i),
-                               min(CHECK_INPUTS, len(texts.texts)), self.arch.n_token_types)
+                [{k: v.to(self.on) for k, v in c.items()} for c in packed_batches(
+                    b.batch, b.seq, texts, _text_order(len(texts.texts), i),
+                    min(CHECK_INPUTS, len(texts.texts)), self.arch.n_token_types)]
                 for i, b in enumerate(buckets)]
-        self.checks = [[{k: v.to(self.on) for k, v in c.items()} for c in cs]
-                       for cs in self.checks]
         hf = self.reference_model()
         with torch.inference_mode():
             self.refs = [[hf(**batch) for batch in checks] for checks in self.checks]
