@@ -100,6 +100,48 @@ def test_layouts_match_on_real_tokens(layout: dict) -> None:
     assert torch.allclose(out.pooler_output, ref.pooler_output, atol=1e-5)
 
 
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_padded_batches_run_padding_free_whatever_the_layout(side: str) -> None:
+    """A config that ships the padded layout still skips the padding of a batch that has a
+    lot (production pads each batch to its longest input; here 29%): its GEMMs run on the
+    real tokens only, and every real token matches HF, padded on either side. A batch
+    without padding runs padded."""
+    hf = _hf()
+    cfg = make_config(TINY, choices(F32_GEMM, "float32"), [(1, 16), (4, 16)])
+    model = TunedBert(TINY, hf.state_dict(), parse_config(cfg))
+    inputs = _inputs(batch=4, seq=13)
+    lengths = [13, 9, 4, 11]
+    for row, n in enumerate(lengths):
+        inputs["attention_mask"][row] = 0
+        inputs["attention_mask"][row, :n] = 1
+    if side == "left":
+        inputs["attention_mask"] = inputs["attention_mask"].flip(1)
+    with torch.no_grad():
+        ref = hf(**inputs)
+    out = model(**inputs)
+    assert ("qkv_proj", 0, 1, sum(lengths)) in model._dispatch
+    assert ("qkv_proj", 0, 4, 13) not in model._dispatch
+    assert _rel(out.last_hidden_state, ref.last_hidden_state, inputs["attention_mask"]) < 1e-5
+    assert out.last_hidden_state.shape == ref.last_hidden_state.shape
+    model(**_inputs(batch=4, seq=13) | {"attention_mask": torch.ones(4, 13, dtype=torch.long)})
+    assert ("qkv_proj", 0, 4, 13) in model._dispatch
+
+
+def test_padding_free_layout_keeps_left_padded_tokens() -> None:
+    """A padding-free config trims only the columns no row uses: left padding (the real
+    tokens at the end) once lost its last columns."""
+    hf = _hf()
+    inputs = _inputs(batch=3, seq=12)
+    inputs["attention_mask"] = torch.ones(3, 12, dtype=torch.long)
+    inputs["attention_mask"][:, :4] = 0
+    inputs["attention_mask"][1, :8] = 0
+    with torch.no_grad():
+        ref = hf(**inputs)
+    cfg = make_config(TINY, choices(F32_GEMM, "float32"), [(4, 16)], varlen=True)
+    out = TunedBert(TINY, hf.state_dict(), parse_config(cfg))(**inputs)
+    assert _rel(out.last_hidden_state, ref.last_hidden_state, inputs["attention_mask"]) < 1e-5
+
+
 def test_masked_lm_without_pooler() -> None:
     from transformers import BertForMaskedLM
 
