@@ -80,25 +80,30 @@ def export_landscape_cmd(kind: str, model: str, batch_size: int, seq_len: int, d
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Landscape file to write (.json, or .json.gz to compress; default "
                    "landscapes/<file name>.json).")
-def import_landscape_cmd(file: Path, output: Path | None) -> None:
+@click.option("--higher-is-better/--lower-is-better", "higher", default=None,
+              help="Whether the file's objective is better higher (default: higher for a "
+                   "rate such as GFLOP/s, lower otherwise, e.g. time). A higher-is-better "
+                   "objective is ranked by its inverse.")
+def import_landscape_cmd(file: Path, output: Path | None, higher: bool | None) -> None:
     """Import a brute-forced Kernel Tuner file (cache .json / .json.gz, or T4 output) as a
     landscape that `autotune replay` runs samplers against: its parameters become the space,
-    its failed configs failed trials, its objective (lower is better) what is ranked."""
+    its failed configs failed trials, its objective what is ranked."""
     from autotune.measure.result import Status
     from autotune.search.kernel_tuner import import_kernel_tuner
     from autotune.search.landscape import load_landscape, write_landscape
 
-    doc = import_kernel_tuner(file)
+    doc = import_kernel_tuner(file, higher)
     stem = file.name.removesuffix(".gz").removesuffix(".json")
     out = output or Path("landscapes") / f"{stem}.json"
     write_landscape(doc, out)
     land = load_landscape(out)  # what replay will read: checked now
     failed = sum(1 for _, r in land.entries.values() if r.status != Status.OK)
     size = sum(1 for _ in land.search_space(Path()).configs())
+    inverse = doc["source"]["higher_is_better"]
     click.echo(f"wrote {out}: {land.kind} on {land.device}, {land.size} configs "
                f"({failed} failed) of the {size} its parameters span; best "
-               f"{land.source.get('objective') if land.source else 'objective'} "
-               f"{land.best():g}")
+               f"{doc['source']['objective']} {1 / land.best() if inverse else land.best():g}"
+               f"{' (higher is better: ranked by its inverse)' if inverse else ''}")
 
 
 def _csv(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from autotune.search.kernel_tuner import higher_is_better
 from autotune.search.landscape import read_json
 
 #: Kernel Tuner strategies compared by default: its best on these files (genetic algorithm,
@@ -41,6 +42,8 @@ def best_so_far(path: Path, strategy: str, seed: int, budget: int) -> list[float
     import numpy as np
 
     doc = read_json(path, "a Kernel Tuner file")
+    objective = doc.get("objective", "time")
+    higher = higher_is_better(objective)  # ranked by its inverse, as the import does
     keys: Sequence[str] = doc["tune_params_keys"]
     recorded = set(doc["cache"])
 
@@ -59,20 +62,19 @@ def best_so_far(path: Path, strategy: str, seed: int, budget: int) -> list[float
                 doc["kernel_name"], "__global__ void k() {}", doc["problem_size"], [],
                 doc["tune_params"], cache=str(cache), simulation_mode=True,
                 strategy=strategy, strategy_options={"max_fevals": budget}, quiet=True,
-                objective=doc.get("objective", "time"),
+                objective=objective, objective_higher_is_better=higher,
                 restrictions=legal)
     seen: set[str] = set()
     curve: list[float] = []
     best = math.inf
-    objective = doc.get("objective", "time")
     for r in results:
         key = ",".join(str(r[k]) for k in keys)
         if key in seen:
             continue
         seen.add(key)
         value = r.get(objective)
-        if isinstance(value, int | float) and math.isfinite(value):
-            best = min(best, float(value))
+        if isinstance(value, int | float) and math.isfinite(value) and value > 0:
+            best = min(best, 1.0 / value if higher else float(value))
         curve.append(best)
     return curve[:budget]
 

@@ -6,6 +6,11 @@ with its parameters and the objective's value, or the name of the failure: the c
 at compile time, at run time, or broke the kernel's restrictions). Its newer T4 output format
 (``results``, each with ``configuration``, ``measurements`` and ``invalidity``) carries the same.
 
+The objective is lower-is-better (a time) unless it reads as a rate (``GFLOP/s``, ``GB/s``,
+``...flops``) or the caller says otherwise: a higher-is-better objective is ranked by its
+inverse (a rate becomes a time per unit of work, so "within 1% of the best" keeps its sense),
+which needs every measured value to be positive.
+
 Imported, the space is the product of the listed values and its one constraint is "a config
 the file holds as legal": a proposal outside it is pruned and not counted, as Kernel Tuner's
 restrictions keep it from being run. Failed configs are failed trials. The objective (lower is
@@ -28,8 +33,15 @@ from autotune.search.landscape import read_json
 RESTRICTED = ("InvalidConfig", "constraints")
 
 
-def import_kernel_tuner(path: Path) -> dict[str, Any]:
-    """The landscape document (see ``landscape``) of a Kernel Tuner cache or T4 file."""
+def higher_is_better(objective: str) -> bool:
+    """Whether an objective's name reads as a rate, which is better higher."""
+    name = objective.lower()
+    return "/s" in name or name.endswith("flops")
+
+
+def import_kernel_tuner(path: Path, higher: bool | None = None) -> dict[str, Any]:
+    """The landscape document (see ``landscape``) of a Kernel Tuner cache or T4 file.
+    ``higher``: whether the objective is better higher (None: from its name)."""
     doc = read_json(path, "a Kernel Tuner file")
     if not isinstance(doc, dict):
         raise UserError(f"{path}: not a Kernel Tuner file (expected a JSON object)")
@@ -43,6 +55,7 @@ def import_kernel_tuner(path: Path) -> dict[str, Any]:
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise UserError(f"{path}: malformed Kernel Tuner file ({type(e).__name__}: {e})") \
             from None
+    higher = higher_is_better(objective) if higher is None else higher
     configs = []
     for params, value in rows:
         if value in RESTRICTED:
@@ -50,8 +63,12 @@ def import_kernel_tuner(path: Path) -> dict[str, Any]:
         params = {k: _value(v) for k, v in params.items()}
         if isinstance(value, int | float) and not isinstance(value, bool) \
                 and math.isfinite(value):
+            if value <= 0:
+                raise UserError(f"{path}: {objective!r} is {value:g} for {params}; replay "
+                                "ranks ratios to the best and needs positive values")
             configs.append({"params": params, "status": Status.OK.value, "reason": "",
-                            "rel_error": 0.0, "cand_ms": float(value), "ref_ms": 1.0})
+                            "rel_error": 0.0, "ref_ms": 1.0,
+                            "cand_ms": 1.0 / value if higher else float(value)})
         else:
             configs.append({"params": params, "status": Status.ERROR.value,
                             "reason": str(value) or "failed"})
@@ -63,7 +80,7 @@ def import_kernel_tuner(path: Path) -> dict[str, Any]:
     return {"kind": kernel, "device": device, "space": space, "context": {},
             "max_rel_error": 1.0, "configs": configs,
             "source": {"tool": "kernel_tuner", "file": path.name, "objective": objective,
-                       "problem_size": doc.get("problem_size")}}
+                       "higher_is_better": higher, "problem_size": doc.get("problem_size")}}
 
 
 def _from_cache(doc: dict[str, Any]) -> tuple[str, str, str, dict[str, list[Any]],
@@ -93,15 +110,29 @@ def _from_t4(doc: dict[str, Any]) -> tuple[str, str, str, dict[str, list[Any]],
         if invalid != "correct":
             rows.append((params, invalid))
             continue
-        values = {m["name"]: m["value"] for m in r.get("measurements", [])}
-        objective = objective if objective in values else next(iter(values), objective)
+        named = r.get("objectives") or [objective]
+        values = {m["name"]: _mean(m["value"]) for m in r.get("measurements", [])}
+        runtimes = (r.get("times") or {}).get("runtimes")
+        if runtimes:  # the kernel's own timings, where no measurement is named
+            values.setdefault("time", _mean(runtimes))
+        objective = next((o for o in (str(named[0]), objective) if o in values),
+                         next(iter(values), objective))
         rows.append((params, values.get(objective, "no measurement")))
     for k in listed:  # the file lists configs, not the values: order them
         listed[k].sort(key=lambda v: (isinstance(v, str), v))
     meta = doc.get("metadata") or {}
     return (str(meta.get("kernel_name") or doc.get("kernel_name") or "kernel"),
-            str(meta.get("device_name") or doc.get("device_name") or "unknown"),
+            str(meta.get("device_name") or meta.get("device") or doc.get("device_name")
+                or "unknown"),
             objective, listed, rows)
+
+
+def _mean(value: Any) -> Any:
+    """A measurement as one number: a list of repeats (T4 allows one) becomes its mean."""
+    if isinstance(value, list) and value and all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in value):
+        return sum(value) / len(value)
+    return value
 
 
 def _value(v: Any) -> str | int | bool:

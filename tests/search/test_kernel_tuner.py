@@ -92,6 +92,45 @@ def test_t4_and_cache_formats_agree(tmp_path: Path) -> None:
     assert a["space"]["params"]["a"] == {"type": "categorical", "choices": [1, 2, 4]}
 
 
+@pytest.mark.parametrize(("flag", "best"), [(None, "GFLOP/s 300"),
+                                           ("--lower-is-better", "GFLOP/s 100")])
+def test_a_rate_is_ranked_by_its_inverse(flag: str | None, best: str, tmp_path: Path) -> None:
+    """A higher-is-better objective (a rate, by its name or by the flag) is ranked by its
+    inverse: the best config is the fastest, and 1% of it is 1% of the rate."""
+    entries = [{"a": 1, "b": "x", "GFLOP/s": 100.0}, {"a": 2, "b": "x", "GFLOP/s": 300.0},
+               {"a": 4, "b": "y", "GFLOP/s": 297.0}]
+    (tmp_path / "c.json").write_text(json.dumps(_kt_cache(entries, objective="GFLOP/s")))
+    out = tmp_path / "l.json"
+    result = CliRunner().invoke(main, ["landscape", "import", str(tmp_path / "c.json"),
+                                       "--output", str(out), *([flag] if flag else [])])
+    assert result.exit_code == 0, result.output
+    assert f"best {best}" in result.output
+    land = load_landscape(out)
+    ranked = sorted(land.entries.values(), key=lambda e: e[1].cand_ms)
+    assert ranked[0][0]["a"] == (2 if flag is None else 1)
+    if flag is None:
+        assert ranked[1][1].cand_ms / ranked[0][1].cand_ms == pytest.approx(300 / 297)
+
+
+def test_t4_results_name_their_objective_and_device(tmp_path: Path) -> None:
+    """T4 as the methodology package writes it: the device under ``metadata.device``, the
+    objective per result, a measurement that is a list of repeats, and a result timed only
+    by ``times.runtimes``."""
+    def result(a: int, **fields: Any) -> dict[str, Any]:
+        return {"configuration": {"a": a}, "invalidity": "correct", "correctness": 1,
+                "objectives": ["time"], "times": {}, **fields}
+    t4 = {"schema_version": "1.1.0", "metadata": {"device": "A6000", "timeunit": "ms"},
+          "results": [result(1, measurements=[{"name": "registers", "value": 1.0},
+                                              {"name": "time", "value": [3.0, 5.0]}]),
+                      result(2, times={"runtimes": [2.0, 2.5, 3.0]}),
+                      result(3, invalidity="correctness", correctness=0)]}
+    (tmp_path / "t4.json").write_text(json.dumps(t4))
+    doc = import_kernel_tuner(tmp_path / "t4.json")
+    assert doc["device"] == "A6000"
+    times = {c["params"]["a"]: c.get("cand_ms") for c in doc["configs"]}
+    assert times == {1: 4.0, 2: 2.5, 3: None}  # the failed one keeps its reason instead
+
+
 @pytest.mark.parametrize(("content", "message"), [
     (b"not json", "cannot read a Kernel Tuner file"),
     (b"\x1f\x8b\x08broken", "cannot read a Kernel Tuner file"),
@@ -101,6 +140,8 @@ def test_t4_and_cache_formats_agree(tmp_path: Path) -> None:
     (json.dumps(_kt_cache([{"a": 1, "b": "x", "time": "RuntimeFailedConfig"}])).encode(),
      "no config with a measured 'time'"),
     (json.dumps({"results": []}).encode(), "malformed Kernel Tuner file"),
+    (json.dumps(_kt_cache([{"a": 1, "b": "x", "score": -0.4}], objective="score")).encode(),
+     "needs positive values"),
 ])
 def test_bad_files_are_one_line_errors(content: bytes, message: str, tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
