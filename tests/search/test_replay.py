@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import random
@@ -134,6 +135,35 @@ def test_distance_counts_shared_parameters_only() -> None:
     assert distance(a, a) == 0
 
 
+def test_the_pool_finds_what_distance_and_crossover_say() -> None:
+    """The steps' scans run on integer codes (one column per parameter): on a space whose
+    variants have different parameters, and for centers with values no config has, the
+    configs one step away and the children of two parents are exactly those ``distance``
+    and the parameter-wise crossover name."""
+    from autotune.search.loop import Pool
+
+    rng = random.Random(1)
+    space: list[Params] = []
+    for _ in range(400):
+        if rng.random() < 0.5:
+            space.append({"variant": "a", "bm": rng.choice([16, 32, 64]),
+                          "threads": rng.choice([1, 2]), "fuse": rng.choice([True, False])})
+        else:
+            space.append({"variant": "b", "bm": rng.choice([16, 32]), "threads": rng.choice([1, 2]),
+                          "engine": rng.choice(["x86", "onednn"])})
+    space = list({params_key(c): c for c in space}.values())
+    pool = Pool(space)
+    centers = [*rng.sample(space, 8), {"variant": "a", "bm": 128, "threads": 2, "fuse": True},
+               {"variant": "c", "threads": 1}]
+    for center in centers:
+        assert pool.at_distance_one(center).tolist() == [distance(c, center) == 1 for c in space]
+    for a, b in itertools.pairwise(centers):
+        assert pool.made_of(a, b).tolist() == [
+            all(v in (a.get(k), b.get(k)) for k, v in c.items()) for c in space]
+    seen = {params_key(c) for c in space[::3]}
+    assert pool.unseen(seen).tolist() == [params_key(c) not in seen for c in space]
+
+
 @pytest.mark.parametrize("path", RECORDINGS, ids=[p.stem for p in RECORDINGS])
 def test_recorded_landscapes_load_and_cover_their_space(path: Path) -> None:
     land = load_landscape(path)
@@ -247,21 +277,21 @@ def test_recombination_crosses_two_of_the_best_configs() -> None:
     baseline and lost; both changes together win. Recombining the best pair (the baseline
     and a, whose children are all seen) yields nothing new, so the next pair's child, the
     combination of a's and b's changes, is proposed, and an infeasible config is no parent."""
-    from autotune.search.loop import _recombine
+    from autotune.search.loop import Pool, _recombine
 
     base = {"x": 1, "y": 1, "z": 1}
     a, b, bad = {**base, "x": 2}, {**base, "y": 2}, {**base, "z": 2}
     study = _study_with([(base, 1.0, 0.0), (a, 1.1, 0.0), (b, 1.2, 0.0), (bad, 0.5, 0.9)])
     space = [{"x": x, "y": y, "z": z} for x in (1, 2) for y in (1, 2) for z in (1, 2)]
-    keyed = [(params_key(c), c) for c in space]
+    pool = Pool(space)
     seen = {params_key(c) for c in (base, a, b, bad)}
     rng = random.Random(0)
-    assert _recombine(study, keyed, seen, 0.02, rng) == {"x": 2, "y": 2, "z": 1}
+    assert _recombine(study, pool, seen, 0.02, rng) == {"x": 2, "y": 2, "z": 1}
     # every child of every pair of feasible configs seen: nothing to propose
-    assert _recombine(study, keyed, seen | {params_key({"x": 2, "y": 2, "z": 1})},
+    assert _recombine(study, pool, seen | {params_key({"x": 2, "y": 2, "z": 1})},
                       0.02, rng) is None
     # only the two best are parents when asked so: their children are seen
-    assert _recombine(study, keyed, seen, 0.02, rng, parents=2) is None
+    assert _recombine(study, pool, seen, 0.02, rng, parents=2) is None
 
 
 def test_evolution_breeds_unseen_children_of_the_best_configs() -> None:
@@ -269,7 +299,7 @@ def test_evolution_breeds_unseen_children_of_the_best_configs() -> None:
     step crosses the best configs, scattered over two basins, into configs the climb cannot
     reach in one step; each parameter comes from a parent unless the child was mutated one
     step further; infeasible configs are no parents; seen configs are never proposed."""
-    from autotune.search.loop import _evolve
+    from autotune.search.loop import Pool, _evolve
 
     space = [{"x": x, "y": y, "z": z} for x in range(4) for y in range(4) for z in range(4)]
     stuck, other = {"x": 0, "y": 0, "z": 0}, {"x": 3, "y": 3, "z": 3}
@@ -278,11 +308,10 @@ def test_evolution_breeds_unseen_children_of_the_best_configs() -> None:
     study = _study_with([(c, 1.0 if c == stuck else 0.5 if c == bad else
                           1.2 if c == other else 1.5, 0.9 if c == bad else 0.0)
                          for c in measured])
-    keyed = [(params_key(c), c) for c in space]
-    legal = dict(keyed)
+    pool = Pool(space)
     seen = {params_key(c) for c in measured}
     rng = random.Random(0)
-    children = [_evolve(study, keyed, legal, seen, 0.02, rng) for _ in range(200)]
+    children = [_evolve(study, pool, seen, 0.02, rng) for _ in range(200)]
     assert all(c is not None and params_key(c) not in seen for c in children)
     parents = [stuck, other, *[c for c in measured if c not in (stuck, other, bad)]]
     crossed = [c for c in children if c is not None and any(
@@ -294,7 +323,7 @@ def test_evolution_breeds_unseen_children_of_the_best_configs() -> None:
     assert all(distance(c, stuck) >= 2 for c in children if c is not None)
     # the same seed, the same children
     again = random.Random(0)
-    assert children == [_evolve(study, keyed, legal, seen, 0.02, again) for _ in range(200)]
+    assert children == [_evolve(study, pool, seen, 0.02, again) for _ in range(200)]
     # fewer than two feasible configs: nothing to breed from
     lone = _study_with([(stuck, 1.0, 0.0), (bad, 0.5, 0.9)])
-    assert _evolve(lone, keyed, legal, {params_key(stuck), params_key(bad)}, 0.02, rng) is None
+    assert _evolve(lone, pool, {params_key(stuck), params_key(bad)}, 0.02, rng) is None
