@@ -64,8 +64,8 @@ def tell(study: optuna.Study, trial: optuna.Trial, res: MeasureResult, tol: floa
         study.tell(trial, state=TrialState.FAIL)
 
 
-def _enqueue_first(study: optuna.Study, space: Space, ctx: dict[str, Any], policy: LoopPolicy,
-                   configs: list[Params], seen: set[str], remaining: int) -> None:
+def _enqueue_first(study: optuna.Study, space: Space, policy: LoopPolicy, pool: Pool,
+                   seen: set[str], remaining: int) -> None:
     """A fresh study starts from the reference's own config, so that even an interrupted
     search never ends worse than the baseline. Then, for grid search (or a space no larger than
     the budget), every other config in a seeded random order; otherwise the warm-start configs
@@ -73,7 +73,7 @@ def _enqueue_first(study: optuna.Study, space: Space, ctx: dict[str, Any], polic
     waiting = {params_key(t.params)
                for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))}
     first = [space.baseline] if space.baseline is not None and not seen else []
-    legal = {params_key(c) for c in configs}
+    configs, legal = pool.configs, pool.row
     if policy.sampler == "grid" or len(configs) <= remaining:
         for params in [*(c for c in first if params_key(c) in legal), *configs]:
             key = params_key(params)
@@ -144,7 +144,7 @@ def run_trials(study: optuna.Study, space: Space, ctx: dict[str, Any], policy: L
     random.Random(policy.seed).shuffle(configs)
     pool = Pool(configs)
     if remaining:
-        _enqueue_first(study, space, ctx, policy, configs, seen, remaining)
+        _enqueue_first(study, space, policy, pool, seen, remaining)
     # queued for the budget's last trials (or when patience runs out) if still needed
     tiers = tier_seeds(space, configs)
     finishing: int | None = None
