@@ -16,7 +16,7 @@ from autotune.cli import main
 from autotune.search.kernel_tuner import import_kernel_tuner
 from autotune.search.landscape import load_landscape, write_landscape
 from autotune.search.replay import replay_once
-from autotune.storage.results import params_key
+from autotune.storage.results import FINISHED, params_key
 
 A100 = Path(__file__).parents[1] / "data" / "kernel_tuner" / "convolution_A100.json.gz"
 
@@ -221,37 +221,51 @@ def test_the_methodology_score_is_one_for_the_optimum_and_orders_strategies() ->
     assert kts.methodology_score(valid, stuck, 20) < 0
 
 
-def test_the_default_search_evolves_only_after_it_stalls(a100: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    """The live loop's wiring of the evolution step: the default replay on the imported A100
-    space asks for a child only once 15 configs in a row brought no 0.5% better best, and
-    the children it proposes are the configs measured next."""
+def test_the_default_search_evolves_and_predicts_only_after_it_stalls(
+        a100: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The live loop's wiring of the steps for a stalled climb: the default replay on the
+    imported A100 space asks for a child, or for the surrogate's pick, only once 15 configs in
+    a row brought no 0.5% better best; once stalled, every second step asks the surrogate,
+    and what both propose are the configs measured next."""
     from autotune.search import loop
     from autotune.search.samplers import DEFAULT_EVOLVE_AFTER
 
     land = load_landscape(a100)
     space = land.search_space(Path("unused"))  # the space travels with the landscape
-    calls: list[int] = []  # distinct configs measured when the step was asked for
+    calls: dict[str, list[int]] = {"evolve": [], "predict": []}  # configs measured by then
     proposed: list[str] = []
     measured: list[str] = []
-    evolve, lookup = loop._evolve, type(land).lookup
+    evolve, predict, lookup = loop._evolve, loop.Surrogate.best_unseen, type(land).lookup
 
-    def spy(study: Any, *args: Any, **kwargs: Any) -> Any:
-        calls.append(len({params_key(t.params) for t in study.get_trials(deepcopy=False)
-                          if t.state.is_finished()}))
+    def count(study: Any) -> int:
+        return len({params_key(t.params) for t in study.get_trials(deepcopy=False)
+                    if t.state in FINISHED})  # not PRUNED: a proposal breaking a constraint
+
+    def spy_evolve(study: Any, *args: Any, **kwargs: Any) -> Any:
+        calls["evolve"].append(count(study))
         child = evolve(study, *args, **kwargs)
         if child is not None:
             proposed.append(params_key(child))
         return child
 
+    def spy_predict(self: Any, study: Any, *args: Any) -> Any:
+        calls["predict"].append(count(study))
+        pick = predict(self, study, *args)
+        if pick is not None:
+            proposed.append(params_key(pick))
+        return pick
+
     def record(self: Any, params: Any) -> Any:
         measured.append(params_key(params))
         return lookup(self, params)
-    monkeypatch.setattr(loop, "_evolve", spy)
+    monkeypatch.setattr(loop, "_evolve", spy_evolve)
+    monkeypatch.setattr(loop.Surrogate, "best_unseen", spy_predict)
     monkeypatch.setattr(type(land), "lookup", record)
     curve = replay_once(land, space, "default", 1, 120)
-    assert calls and proposed  # seed 1 stalls within 120 configs
-    for n in calls:  # the curve's configs since the last 0.5% improvement, at each call
+    assert calls["evolve"] and calls["predict"] and proposed  # seed 1 stalls within 120
+    for n in calls["evolve"] + calls["predict"]:  # configs since the last 0.5% improvement
         last = max(i for i in range(n) if i == 0 or curve[i] < curve[i - 1] * (1 - 0.005))
         assert n - 1 - last >= DEFAULT_EVOLVE_AFTER
+    # alternating: the surrogate's picks (never None here) leave the other half to evolution
+    assert abs(len(calls["predict"]) - len(calls["evolve"])) <= 1
     assert set(proposed) <= set(measured)

@@ -327,3 +327,45 @@ def test_evolution_breeds_unseen_children_of_the_best_configs() -> None:
     # fewer than two feasible configs: nothing to breed from
     lone = _study_with([(stuck, 1.0, 0.0), (bad, 0.5, 0.9)])
     assert _evolve(lone, pool, {params_key(stuck), params_key(bad)}, 0.02, rng) is None
+
+
+def test_the_surrogate_learns_pairs_of_values_and_avoids_failures() -> None:
+    """What the surrogate is for: a config is fast when two parameters agree (x == y), which no
+    single value tells (every value of x and of y is as often fast as slow), and configs with
+    z == 3 fail to run. Of the unseen configs it proposes the one on the diagonal that does
+    not fail; a model of single values (or one that ignored failures) could not tell it from
+    the rest. With fewer than 10 results it proposes nothing."""
+    import optuna
+    from optuna.distributions import CategoricalDistribution
+    from optuna.trial import TrialState
+
+    from autotune.search.loop import Pool, Surrogate
+
+    space = [{"x": x, "y": y, "z": z} for x in range(4) for y in range(4) for z in range(4)]
+    pool = Pool(space)
+    held_out = [{"x": 1, "y": 1, "z": 3}, {"x": 2, "y": 2, "z": 1},  # diagonal: fast
+                {"x": 0, "y": 2, "z": 1}, {"x": 3, "y": 1, "z": 0}, {"x": 1, "y": 0, "z": 2}]
+    study = optuna.create_study()
+    dists = {k: CategoricalDistribution(list(range(4))) for k in "xyz"}
+    for c in space:
+        if c in held_out:
+            continue
+        if c["z"] == 3:
+            study.add_trial(optuna.trial.create_trial(
+                params=c, distributions=dists, state=TrialState.FAIL,
+                user_attrs={"status": "error"}))
+        else:
+            study.add_trial(optuna.trial.create_trial(
+                params=c, distributions=dists, value=(1.0 if c["x"] == c["y"] else 2.0)
+                * (1 + 0.01 * c["z"]), user_attrs={"status": "ok", "rel_error": 0.0}))
+    seen = {params_key(c) for c in space if c not in held_out}
+    model = Surrogate(pool)
+    assert model.best_unseen(study, 0.02, pool.unseen(seen)) == {"x": 2, "y": 2, "z": 1}
+    # once that one is seen too, the other diagonal config: fast pair, failing z
+    seen.add(params_key({"x": 2, "y": 2, "z": 1}))
+    assert model.best_unseen(study, 0.02, pool.unseen(seen)) == {"x": 1, "y": 1, "z": 3}
+    few = optuna.create_study()
+    for c in space[:9]:
+        few.add_trial(optuna.trial.create_trial(params=c, distributions=dists, value=1.0,
+                                                user_attrs={"status": "ok", "rel_error": 0.0}))
+    assert Surrogate(pool).best_unseen(few, 0.02, pool.unseen(set())) is None
