@@ -221,36 +221,45 @@ def test_the_methodology_score_is_one_for_the_optimum_and_orders_strategies() ->
     assert kts.methodology_score(valid, stuck, 20) < 0
 
 
-def test_the_default_search_evolves_and_predicts_only_after_it_stalls(
+def test_the_default_search_evolves_and_screens_only_after_it_stalls(
         a100: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The live loop's wiring of the steps for a stalled climb: the default replay on the
-    imported A100 space asks for a child, or for the surrogate's pick, only once 15 configs in
-    a row brought no 0.5% better best; once stalled, every second step asks the surrogate,
-    and what both propose are the configs measured next."""
+    imported A100 space asks for a child, or for the surrogate's pick among children, only
+    once 15 configs in a row brought no 0.5% better best; once stalled, every second step is
+    the surrogate's, it picks one of the children bred for it, and what the steps propose are
+    the configs measured next."""
     from autotune.search import loop
     from autotune.search.samplers import DEFAULT_EVOLVE_AFTER
 
     land = load_landscape(a100)
     space = land.search_space(Path("unused"))  # the space travels with the landscape
-    calls: dict[str, list[int]] = {"evolve": [], "predict": []}  # configs measured by then
+    calls: dict[str, list[int]] = {"evolve": [], "screen": []}  # configs measured by then
+    bred: list[str] = []  # children bred for the surrogate's current step ("": none)
     proposed: list[str] = []
     measured: list[str] = []
-    evolve, predict, lookup = loop._evolve, loop.Surrogate.best_unseen, type(land).lookup
+    evolve, screened, lookup = loop._evolve, loop._screened, type(land).lookup
 
     def count(study: Any) -> int:
         return len({params_key(t.params) for t in study.get_trials(deepcopy=False)
                     if t.state in FINISHED})  # not PRUNED: a proposal breaking a constraint
 
     def spy_evolve(study: Any, *args: Any, **kwargs: Any) -> Any:
-        calls["evolve"].append(count(study))
         child = evolve(study, *args, **kwargs)
+        if screening:
+            bred.append("" if child is None else params_key(child))
+            return child
+        calls["evolve"].append(count(study))
         if child is not None:
             proposed.append(params_key(child))
         return child
 
-    def spy_predict(self: Any, study: Any, *args: Any) -> Any:
-        calls["predict"].append(count(study))
-        pick = predict(self, study, *args)
+    def spy_screened(study: Any, *args: Any) -> Any:
+        calls["screen"].append(count(study))
+        screening.append(True)
+        bred.clear()
+        pick = screened(study, *args)
+        screening.clear()
+        assert len(bred) == loop.SCREENED and (pick is None or params_key(pick) in bred)
         if pick is not None:
             proposed.append(params_key(pick))
         return pick
@@ -258,14 +267,15 @@ def test_the_default_search_evolves_and_predicts_only_after_it_stalls(
     def record(self: Any, params: Any) -> Any:
         measured.append(params_key(params))
         return lookup(self, params)
+    screening: list[bool] = []
     monkeypatch.setattr(loop, "_evolve", spy_evolve)
-    monkeypatch.setattr(loop.Surrogate, "best_unseen", spy_predict)
+    monkeypatch.setattr(loop, "_screened", spy_screened)
     monkeypatch.setattr(type(land), "lookup", record)
     curve = replay_once(land, space, "default", 1, 120)
-    assert calls["evolve"] and calls["predict"] and proposed  # seed 1 stalls within 120
-    for n in calls["evolve"] + calls["predict"]:  # configs since the last 0.5% improvement
+    assert calls["evolve"] and calls["screen"] and proposed  # seed 1 stalls within 120
+    for n in calls["evolve"] + calls["screen"]:  # configs since the last 0.5% improvement
         last = max(i for i in range(n) if i == 0 or curve[i] < curve[i - 1] * (1 - 0.005))
         assert n - 1 - last >= DEFAULT_EVOLVE_AFTER
     # alternating: the surrogate's picks (never None here) leave the other half to evolution
-    assert abs(len(calls["predict"]) - len(calls["evolve"])) <= 1
+    assert abs(len(calls["screen"]) - len(calls["evolve"])) <= 1
     assert set(proposed) <= set(measured)

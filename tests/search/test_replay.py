@@ -360,12 +360,12 @@ def test_the_surrogate_learns_pairs_of_values_and_avoids_failures() -> None:
                 * (1 + 0.01 * c["z"]), user_attrs={"status": "ok", "rel_error": 0.0}))
     seen = {params_key(c) for c in space if c not in held_out}
     model = Surrogate(pool)
-    assert model.best_unseen(study, 0.02, pool.unseen(seen)) == {"x": 2, "y": 2, "z": 1}
+    assert model.fastest(study, 0.02, pool.unseen(seen)) == {"x": 2, "y": 2, "z": 1}
     # once that one is seen too, the other diagonal config: fast pair, failing z
     seen.add(params_key({"x": 2, "y": 2, "z": 1}))
-    assert model.best_unseen(study, 0.02, pool.unseen(seen)) == {"x": 1, "y": 1, "z": 3}
+    assert model.fastest(study, 0.02, pool.unseen(seen)) == {"x": 1, "y": 1, "z": 3}
     few = optuna.create_study()
     for c in space[:9]:
         few.add_trial(optuna.trial.create_trial(params=c, distributions=dists, value=1.0,
                                                 user_attrs={"status": "ok", "rel_error": 0.0}))
-    assert Surrogate(pool).best_unseen(few, 0.02, pool.unseen(set())) is None
+    assert Surrogate(pool).fastest(few, 0.02, pool.unseen(set())) is None
