@@ -26,8 +26,9 @@ DEFAULT_RECOMBINE_EVERY = 4
 # optima on Kernel Tuner's A100 file (median trials to 1% over 200 seeds 270 -> 168 in a
 # stand-alone copy of the loop; the live loop's medians there swing with the seeds: 160 on
 # seeds 0-19, 241.5 on 20-99); on our recordings the medians did not move. Every second
-# of these steps is a surrogate model's pick instead (loop.Surrogate, loop.PREDICT_EVERY):
-# live loop, 200 seeds, A100 median trials to 1% 174 -> 133.5 (benchmarks/RESULTS.md).
+# of these steps measures the child a surrogate model predicts fastest of 8 (loop._screened):
+# live loop, 200 seeds, median trials to 1% A100 174 -> 146, A4000 119.5 -> 126 (noise: the
+# same algorithm with other random streams gave 131 / 120.5; benchmarks/RESULTS.md).
 DEFAULT_EVOLVE_AFTER = 15
 
 
