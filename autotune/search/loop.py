@@ -429,16 +429,15 @@ class Surrogate:
     26th. Its argmin over the whole space is pure exploitation (RESULTS.md: alone, it misses
     1% of A4000's best in half the seeds), so it only screens evolution's children.
 
-    A measured config's kernel column over the whole pool is computed once (a few numpy
-    comparisons on the pool's codes); a prediction is one solve of the measured configs'
-    n x n system and one product with the pool's n columns."""
+    A prediction compares the codes of the n measured configs with each other and with the
+    candidates' (numpy, on the pool's integer codes) and solves one n x n system: its cost
+    does not grow with the space."""
 
     def __init__(self, pool: Pool, ridge: float = RIDGE) -> None:
         self.pool, self.ridge = pool, ridge
         varied = [j for j in range(pool.codes.shape[1]) if np.unique(pool.codes[:, j]).size > 1]
         self.codes = pool.codes[:, varied]
-        self.columns = np.zeros((len(pool.configs), 0), dtype=np.float32)
-        self.rows: list[int] = []  # pool row of each column
+        self.rows: list[int] = []  # pool rows of the configs with a result
         self.values: dict[int, float] = {}  # pool row -> log time (failures: worst + penalty)
         self.read: set[int] = set()  # trial numbers already taken in
 
@@ -453,17 +452,12 @@ class Surrogate:
                 continue
             ok = t.value is not None and t.value > 0 and feasible(t.user_attrs, tol)
             self.values[row] = math.log(t.value) if ok and t.value is not None else math.nan
-            self._add_column(row)
+            self.rows.append(row)
 
-    def _add_column(self, row: int) -> None:
-        n = len(self.rows)
-        if n == self.columns.shape[1]:  # grow by doubling
-            grown = np.zeros((len(self.pool.configs), max(64, 2 * n)), dtype=np.float32)
-            grown[:, :n] = self.columns
-            self.columns = grown
-        m = (self.codes == self.codes[row]).sum(axis=1).astype(np.float32)
-        self.columns[:, n] = 1 + m + m * (m - 1) / 2
-        self.rows.append(row)
+    def _kernel(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """k(u, v) for the pool rows ``a`` x ``b``."""
+        m = (self.codes[a][:, None, :] == self.codes[b][None, :, :]).sum(axis=2)
+        return 1 + m + m * (m - 1) / 2
 
     def fastest(self, study: optuna.Study, tol: float, among: np.ndarray) -> Params | None:
         """The config of ``among`` (a mask over the pool) predicted fastest; None before 10
@@ -471,16 +465,16 @@ class Surrogate:
         self._observe(study, tol)
         y = np.array([self.values[r] for r in self.rows])
         ok = ~np.isnan(y)
-        if len(y) < 10 or not ok.any() or not among.any():
+        candidates = np.flatnonzero(among)
+        if len(y) < 10 or not ok.any() or not candidates.size:
             return None
         y[~ok] = y[ok].max() + FAILED_PENALTY
         y -= y.mean()
-        cols = self.columns[:, :len(y)]
-        gram = cols[self.rows].astype(np.float64)
+        rows = np.array(self.rows)
+        gram = self._kernel(rows, rows).astype(np.float64)
         alpha = np.linalg.solve(gram + self.ridge * np.eye(len(y)), y)
-        predicted = cols @ alpha.astype(np.float32)
-        predicted[~among] = np.inf
-        return self.pool.configs[int(np.argmin(predicted))]
+        predicted = self._kernel(candidates, rows) @ alpha
+        return self.pool.configs[int(candidates[np.argmin(predicted)])]
 
 
 def _screened(study: optuna.Study, pool: Pool, seen: set[str], tol: float, rng: random.Random,
