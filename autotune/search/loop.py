@@ -416,8 +416,8 @@ def _evolve(study: optuna.Study, pool: Pool, seen: set[str], tol: float, rng: ra
 
 
 class Surrogate:
-    """Predicts the log time of every config of a pool from the configs measured so far, to
-    pick the config it expects to be fastest among candidates (see ``_screened``).
+    """Predicts the log time of candidate configs of a pool from the configs measured so far,
+    to pick the one it expects to be fastest (see ``_screened``).
 
     Kernel ridge regression whose kernel counts what two configs share: 1 + m + m(m-1)/2 for
     m parameters set alike, the inner product of their one-hot values and one-hot pairs of
@@ -437,8 +437,7 @@ class Surrogate:
         self.pool, self.ridge = pool, ridge
         varied = [j for j in range(pool.codes.shape[1]) if np.unique(pool.codes[:, j]).size > 1]
         self.codes = pool.codes[:, varied]
-        self.rows: list[int] = []  # pool rows of the configs with a result
-        self.values: dict[int, float] = {}  # pool row -> log time (failures: worst + penalty)
+        self.values: dict[int, float] = {}  # pool row -> log time (NaN: failed or infeasible)
         self.read: set[int] = set()  # trial numbers already taken in
 
     def _observe(self, study: optuna.Study, tol: float) -> None:
@@ -452,7 +451,6 @@ class Surrogate:
                 continue
             ok = t.value is not None and t.value > 0 and feasible(t.user_attrs, tol)
             self.values[row] = math.log(t.value) if ok and t.value is not None else math.nan
-            self.rows.append(row)
 
     def _kernel(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """k(u, v) for the pool rows ``a`` x ``b``."""
@@ -463,14 +461,14 @@ class Surrogate:
         """The config of ``among`` (a mask over the pool) predicted fastest; None before 10
         results or a feasible one."""
         self._observe(study, tol)
-        y = np.array([self.values[r] for r in self.rows])
+        rows = np.array(list(self.values))
+        y = np.array(list(self.values.values()))
         ok = ~np.isnan(y)
         candidates = np.flatnonzero(among)
         if len(y) < 10 or not ok.any() or not candidates.size:
             return None
         y[~ok] = y[ok].max() + FAILED_PENALTY
         y -= y.mean()
-        rows = np.array(self.rows)
         gram = self._kernel(rows, rows).astype(np.float64)
         alpha = np.linalg.solve(gram + self.ridge * np.eye(len(y)), y)
         predicted = self._kernel(candidates, rows) @ alpha
