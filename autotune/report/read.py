@@ -208,7 +208,8 @@ def study_summaries(storage: optuna.storages.BaseStorage) -> list[dict[str, Any]
         final = a.get("final") or {}
         if a.get("compose"):
             op, best = "model-level", final.get("ms")
-            ratio = final["ms"] / final["anchor_ms"] if final.get("anchor_ms") else None
+            ratio = final.get("ratio") or (  # studies stored before the geometric mean
+                final["ms"] / final["anchor_ms"] if final.get("anchor_ms") else None)
         else:
             op, best = a.get("kind", "–"), final.get("cand_ms")
             ratio = final["cand_ms"] / final["ref_ms"] if final.get("ref_ms") else None

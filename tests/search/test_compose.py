@@ -235,7 +235,8 @@ def test_the_fastest_composition_is_stepped_back_and_shipped_when_still_fastest(
         ratio = sum(r for _, r in per) / len(per) * (1.2 if comp.threads else 1.0)
         errs = [max(cost[_precisions(composer, comp, j, n)["ffn_down"]][0] for n in range(2))
                 for j in range(2)]
-        return {"ratio": ratio, "ms": ratio, "anchor_ms": 1.0, "rel_error": max(errs),
+        return {"ratio": ratio, "bucket_ratios": [ratio] * 2, "ms": ratio, "anchor_ms": 1.0,
+                "rel_error": max(errs),
                 "pooler_cos": 1.0, "bucket_violations": [e - 0.02 for e in errs]}
 
     composer.evaluate = evaluate
@@ -270,7 +271,8 @@ def test_buckets_share_a_weight_layout_when_it_costs_no_more_than_noise(
     def evaluate(comp: Composition) -> dict:
         small = composer.entry("ffn_up", B, comp.choice["ffn_up"][0])["params"]["impl"]
         ratio = (1.0 if small == "aten_t" else shared_cost) * (1.2 if comp.threads else 1.0)
-        return {"ratio": ratio, "ms": ratio, "anchor_ms": 1.0, "rel_error": 0.01,
+        return {"ratio": ratio, "bucket_ratios": [ratio] * 2, "ms": ratio, "anchor_ms": 1.0,
+                "rel_error": 0.01,
                 "pooler_cos": 1.0, "bucket_violations": [-0.01, -0.01]}
 
     composer.evaluate = evaluate
@@ -380,3 +382,44 @@ def test_every_bucket_is_judged_on_real_text_at_its_own_shape() -> None:
     errors = [rel for rel, _ in composer.accuracy(composer.model(composer.winners()))]
     assert errors[0] < 1e-4 and errors[1] < 1e-4, errors
     assert errors[2] > 1e-3, errors  # the int8 choices of the 2x512 bucket ran
+
+
+def test_every_bucket_counts_alike_in_the_objective(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each bucket's batch is timed on its own, against the per-op winners on the same batch,
+    and the objective is the geometric mean of the ratios: twice as fast at the small bucket
+    and 11% slower at one 900× its cost is a better composition (0.75×), where the summed
+    time (1001 against 902 ms) called it worse."""
+    import autotune.search.compose as compose
+    from autotune.measure.timing import Stats
+
+    composer = _composer({"ffn_up": [_entry(BF16, 0.003)]},
+                         second={"ffn_up": [_entry(BF16, 0.003)]})
+    ran: list[tuple[str, int]] = []
+
+    class Model:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def __call__(self, bucket: int) -> None:
+            ran.append((self.name, bucket))
+
+    composer.batches = [{"bucket": 0}, {"bucket": 1}]
+    composer.anchor = Model("anchor")  # type: ignore[assignment]
+    composer.model = lambda comp: Model("cand")  # type: ignore[assignment, return-value]
+    composer.accuracy = lambda model: [(0.01, 1.0), (0.01, 1.0)]  # type: ignore[method-assign]
+    composer.on, composer.seconds = "cpu", 0.1
+    ms = {"cand0": 1.0, "anchor0": 2.0, "cand1": 1000.0, "anchor1": 900.0}
+
+    def time_many(sides: dict, **_: object) -> dict[str, Stats]:
+        assert set(sides) == set(ms)
+        for name, (calls, _threads) in sides.items():
+            (call,) = calls
+            call()
+            assert ran[-1] == (name.rstrip("01"), int(name[-1]))  # its model, its batch
+        return {name: Stats(v, 0.0, 5) for name, v in ms.items()}
+
+    monkeypatch.setattr(compose, "time_many", time_many)
+    res = composer.evaluate(composer.winners())
+    assert res["bucket_ratios"] == pytest.approx([0.5, 1000 / 900])
+    assert res["ratio"] == pytest.approx((0.5 * 1000 / 900) ** 0.5)  # 0.745
+    assert (res["ms"], res["anchor_ms"]) == (1001.0, 902.0)
