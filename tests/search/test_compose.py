@@ -423,3 +423,43 @@ def test_every_bucket_counts_alike_in_the_objective(monkeypatch: pytest.MonkeyPa
     assert res["bucket_ratios"] == pytest.approx([0.5, 1000 / 900])
     assert res["ratio"] == pytest.approx((0.5 * 1000 / 900) ** 0.5)  # 0.745
     assert (res["ms"], res["anchor_ms"]) == (1001.0, 902.0)
+
+
+def test_stepping_back_stops_once_slower_than_a_feasible_trial(tmp_path: Path) -> None:
+    """The fastest trial breaks the bound and its next higher precision is float32 (slow):
+    one step back is already slower than the all-bfloat16 seed, which holds the bound, so
+    the study stops stepping there and ships the seed."""
+    from types import SimpleNamespace
+
+    from autotune.search.compose import run_composition
+    from tests.conftest import TINY
+
+    composer = _composer({"ffn_down": [_entry(INT8, 0.019), _entry(FP32, 0.0),
+                                       _entry(BF16, 0.004)]},
+                         second={"ffn_down": [_entry(BF16, 0.004), _entry(FP32, 0.0)]})
+    composer.resolved = SimpleNamespace(name="tiny", arch=TINY)
+    composer.lengths_desc, composer.accuracy_desc, composer.tol = "fixed", "random ids", 0.02
+    composer.config = lambda comp: {"choice": comp.choice}
+    cost = {"int8": (0.03, 0.8), "bfloat16": (0.01, 1.0), "float32": (0.0, 2.0)}
+    evaluated: list[Composition] = []
+
+    def evaluate(comp: Composition) -> dict:
+        evaluated.append(comp)
+        per = [cost[p] for j in range(2) for n in range(2)
+               for p in _precisions(composer, comp, j, n).values()]
+        ratio = sum(r for _, r in per) / len(per) * (0.8 if comp.threads else 1.0)
+        errs = [max(cost[_precisions(composer, comp, j, n)["ffn_down"]][0] for n in range(2))
+                for j in range(2)]
+        return {"ratio": ratio, "bucket_ratios": [ratio] * 2, "ms": ratio, "anchor_ms": 1.0,
+                "rel_error": max(errs), "pooler_cos": 1.0,
+                "bucket_violations": [e - 0.02 for e in errs]}
+
+    composer.evaluate = evaluate
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'c.sqlite3'}")
+    said: list[str] = []
+    final = run_composition(storage, composer, 3, 0, said.append)
+    assert final["choice"] == {"ffn_down": {"b1s8": 2, "b4s8": 0}}  # the bf16 seed
+    assert final["stepped_back"] == 0 and final["ratio"] == pytest.approx(0.8)
+    # three trials, the fastest evaluated again, one step back (0.96x > 0.8x): then stop
+    assert len(evaluated) == 5
+    assert any("stepping back stopped" in s for s in said)
