@@ -113,13 +113,13 @@ def _tokenize(path: Path, lines: list[str], tokenizer: str | Path | None,
     return [torch.tensor(ids) for ids in enc], int(tok.pad_token_id or 0)
 
 
-def packed_batches(batch: int, seq: int, mix: LengthMix, order: Sequence[int],
+def packed_batches(batch: int, seq: int, texts: Sequence[torch.Tensor], order: Sequence[int],
                    min_texts: int, token_types: int = 2) -> list[dict[str, torch.Tensor]]:
-    """Batches of exactly ``batch`` x ``seq`` real tokens: the mix's texts in ``order``
+    """Batches of exactly ``batch`` x ``seq`` real tokens: ``texts`` (token ids) in ``order``
     (cycled), one after another in each row (the last one of a row cut at its end), until at
     least ``min_texts`` texts went in (at least one batch). No padding: every op of a model
     called on them runs at this very shape, whatever the layout and however short the texts."""
-    if not any(len(mix.texts[i]) for i in order):
+    if not any(len(texts[i]) for i in order):
         raise ValueError("packed_batches needs texts with tokens")
     batches: list[dict[str, torch.Tensor]] = []
     used = 0
@@ -128,7 +128,7 @@ def packed_batches(batch: int, seq: int, mix: LengthMix, order: Sequence[int],
         for row in range(batch):
             filled = 0
             while filled < seq:
-                t = mix.texts[order[used % len(order)]][:seq - filled]
+                t = texts[order[used % len(order)]][:seq - filled]
                 ids[row, filled:filled + len(t)] = t
                 filled += len(t)
                 used += 1

@@ -34,6 +34,12 @@ class MeasureTask:
     min_rounds: int = 5
     max_rounds: int = 200
     seed: int = 0
+    #: Real weights and text: a checkpoint directory and token ids of real texts. The gate
+    #: then also runs the config on the checkpoint's own weights of a few layers, fed the
+    #: float32 model's activations at this op on those texts (outlier channels included),
+    #: and the result's error is the larger of that and the synthetic check's.
+    real_model: str | None = None
+    real_texts: tuple[tuple[int, ...], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import os
 import traceback
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 import torch
 
@@ -30,6 +31,13 @@ class Fixture:
     timing_inputs: Tensors
     check_inputs: Tensors
     check_ref: Output
+    #: (weights, inputs, float32 output) of the real checkpoint's layers on real text
+    real_checks: list[tuple[Tensors, Tensors, Output]]
+
+
+#: Layers of a real checkpoint the gate checks (evenly spaced, first and last included):
+#: the outlier channels that break int8 differ between layers and grow with depth.
+REAL_LAYERS = 4
 
 
 _cache: dict[tuple[object, ...], Fixture] = {}
@@ -54,7 +62,8 @@ def _to(tensors: Tensors, device: str) -> Tensors:
 
 
 def _fixture(task: MeasureTask, arch: BertArch, bucket: Bucket) -> Fixture:
-    key = (arch, task.kind, bucket, task.copies, task.seed, task.device)
+    key = (arch, task.kind, bucket, task.copies, task.seed, task.device, task.real_model,
+           task.real_texts)
     if key not in _cache:
         _cache.clear()  # one instance at a time: weight copies can be large
         spec = op_spec(task.kind)
@@ -66,8 +75,48 @@ def _fixture(task: MeasureTask, arch: BertArch, bucket: Bucket) -> Fixture:
         check_inputs = _to(spec.make_inputs(arch, bucket, gen), dev)  # fresh values for the gate
         with torch.no_grad():
             ref = spec.reference(weights[0], check_inputs, arch)
-        _cache[key] = Fixture(weights, timing_inputs, check_inputs, ref)
+        real = _real_checks(task, arch, bucket, dev) if task.real_model else []
+        _cache[key] = Fixture(weights, timing_inputs, check_inputs, ref, real)
     return _cache[key]
+
+
+def _real_checks(task: MeasureTask, arch: BertArch, bucket: Bucket, dev: str,
+                 ) -> list[tuple[Tensors, Tensors, Output]]:
+    """The op's inputs in ``REAL_LAYERS`` layers of the checkpoint's float32 forward on one
+    batch of the real texts packed to the bucket's exact shape, with those layers' weights
+    and the reference's output on them. Empty for op kinds outside the encoder layers."""
+    from autotune.bench.lengths import packed_batches
+    from autotune.models.kinds import KINDS
+    from autotune.runtime.model import TunedBert
+    from autotune.runtime.weights import read_checkpoint
+
+    if not KINDS[task.kind].per_layer or task.real_model is None:
+        return []
+    state = read_checkpoint(Path(task.real_model))
+    if state is None:
+        raise FileNotFoundError(f"no checkpoint in {task.real_model}")
+    texts = [torch.tensor(t, dtype=torch.long) for t in task.real_texts]
+    batch = packed_batches(bucket.batch, bucket.seq, texts, range(len(texts)), 1,
+                           arch.n_token_types)[0]
+    n = arch.num_hidden_layers
+    layers = sorted({round(i * (n - 1) / max(1, REAL_LAYERS - 1)) for i in range(REAL_LAYERS)})
+    model = TunedBert(arch, state, None)  # no config: every op its float32 reference
+    seen: dict[int, Tensors] = {}
+    run = model._run
+
+    def capture(kind: str, layer: int, b: int, s: int, inputs: Tensors) -> Output:
+        if kind == task.kind and layer in layers:
+            seen[layer] = {k: v.clone() for k, v in inputs.items()}
+        return run(kind, layer, b, s, inputs)
+
+    model._run = capture  # type: ignore[method-assign, assignment]
+    model(**batch)
+    spec = op_spec(task.kind)
+    checks = []
+    for layer in layers:
+        w, inputs = _to(model.weights[task.kind][layer], dev), _to(seen[layer], dev)
+        checks.append((w, inputs, spec.reference(w, inputs, arch)))
+    return checks
 
 
 def _describe(e: BaseException) -> str:
@@ -93,8 +142,12 @@ def measure(task: MeasureTask) -> MeasureResult:
         with torch.no_grad():
             out = fns[0](cast_inputs(fx.check_inputs, dtype))
             err = rel_error(out, fx.check_ref)
+            real = [rel_error(variant.build(w, task.params, arch, bucket)(
+                cast_inputs(inputs, dtype)), ref) for w, inputs, ref in fx.real_checks]
     except Exception as e:
         return _failed(f"run failed: {_describe(e)}")
+    extra = {"rel_error_synthetic": err, "rel_error_real": max(real)} if real else {}
+    err = max([err, *real])
     if not math.isfinite(err):
         return MeasureResult(Status.WRONG, "non-finite output", rel_error=None)
     spec = op_spec(task.kind)
@@ -113,7 +166,8 @@ def measure(task: MeasureTask) -> MeasureResult:
                                         cand_threads=int(task.params.get("threads", 0)))
     except Exception as e:
         return _failed(f"timing failed: {_describe(e)}", err)
-    return MeasureResult(Status.OK, "", err, c.median_ms, c.iqr_ms, r.median_ms, r.iqr_ms, c.n)
+    return MeasureResult(Status.OK, "", err, c.median_ms, c.iqr_ms, r.median_ms, r.iqr_ms, c.n,
+                         extra)
 
 
 def _failed(reason: str, err: float | None = None) -> MeasureResult:

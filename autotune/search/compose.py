@@ -107,7 +107,7 @@ class Composer:
         self.checks = [[self._batch(b, FULL, seed=i)] for i, b in enumerate(buckets)] \
             if texts is None else [
                 [{k: v.to(self.on) for k, v in c.items()} for c in packed_batches(
-                    b.batch, b.seq, texts, _text_order(len(texts.texts), i),
+                    b.batch, b.seq, texts.texts, _text_order(len(texts.texts), i),
                     min(CHECK_INPUTS, len(texts.texts)), self.arch.n_token_types)]
                 for i, b in enumerate(buckets)]
         hf = self.reference_model()

@@ -8,6 +8,8 @@ feasible configs are measured again with more repeats and the winner is stored o
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sys
 import time
 from collections.abc import Callable
@@ -32,7 +34,7 @@ from autotune.models.bert import (
     default_buckets,
     workload,
 )
-from autotune.models.kinds import OP_KINDS, op_cost
+from autotune.models.kinds import KINDS, OP_KINDS, op_cost
 from autotune.search.keys import StudyIdentity, config_key
 from autotune.search.loop import LoopPolicy, run_trials, warm_configs
 from autotune.search.samplers import (
@@ -138,6 +140,35 @@ def _time_shares(arch: BertArch, buckets: list[Bucket]) -> dict[tuple[str, Bucke
     return {key: f / total[key[1]] for key, f in flops.items()}
 
 
+def real_inputs(opts: SearchOptions, resolved: ResolvedModel, buckets: list[Bucket],
+                ) -> tuple[str | None, tuple[tuple[int, ...], ...], str]:
+    """(checkpoint directory, token ids of real texts, what they are) for the per-op gate
+    of a model with weights and a tokenizer: the texts accuracy is judged on (``--calibration``,
+    else ``--lengths`` when a text file, else the built-in ones), as many as fill the
+    largest bucket. (None, (), "") without weights or tokenizer: synthetic inputs only."""
+    from autotune.bench.lengths import calibration_texts, parse_lengths
+    from autotune.runtime.weights import checkpoint_file
+
+    file = None if resolved.path is None else checkpoint_file(resolved.path)
+    if file is None:
+        return None, (), ""
+    top = resolved.arch.max_seq
+    texts = calibration_texts(opts.calibration, resolved.path, top,
+                              parse_lengths(opts.lengths, resolved.path, top))
+    if texts is None or not any(len(t) for t in texts.texts):
+        return None, (), ""
+    rows = max(b.batch * b.seq for b in buckets)
+    kept: list[tuple[int, ...]] = []
+    while sum(len(t) for t in kept) < rows and len(kept) < len(texts.texts):
+        kept.append(tuple(int(i) for i in texts.texts[len(kept)]))
+    digest = hashlib.sha256()
+    with file.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 24), b""):
+            digest.update(chunk)
+    digest.update(json.dumps(kept).encode())
+    return str(resolved.path), tuple(kept), f"{file.name} {digest.hexdigest()[:16]}"
+
+
 class Searcher:
     """Runs the studies of one ``autotune search`` invocation."""
 
@@ -158,6 +189,8 @@ class Searcher:
         self.cache = MeasurementCache(self.url)
         self.worker = MeasureWorker(opts.preload)
         self.deadline = None if opts.timeout is None else time.monotonic() + opts.timeout
+        self.real_model, self.real_texts, self.accuracy = real_inputs(opts, resolved,
+                                                                      self.buckets)
         self.stop_requested = False  # set by a signal handler: finish cleanly, soon
 
     def trials(self, kind: str, bucket: Bucket) -> int:
@@ -170,7 +203,8 @@ class Searcher:
 
     def identity(self, inst: OpInstance) -> StudyIdentity:
         return StudyIdentity(self.resolved.name, self.resolved.arch, inst.kind, inst.bucket,
-                             self.opts.device, inst.dtype)
+                             self.opts.device, inst.dtype,
+                             self.accuracy if KINDS[inst.kind].per_layer else "")
 
     def out_of_time(self) -> bool:
         return self.stop_requested or (
@@ -210,6 +244,8 @@ class Searcher:
             seq=inst.bucket.seq, variant=str(params["variant"]), params=dict(params),
             device=self.opts.device, copies=min(inst.count, COPIES_CAP), budget_s=budget,
             seed=self.opts.seed or 0,
+            real_model=self.real_model if KINDS[inst.kind].per_layer else None,
+            real_texts=self.real_texts if KINDS[inst.kind].per_layer else (),
         )
 
     def warm_start(self, inst: OpInstance) -> list[Params]:

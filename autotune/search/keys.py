@@ -23,6 +23,9 @@ class StudyIdentity:
     bucket: Bucket
     device: str
     dtype: str = "float32"
+    #: what the gate also checks on besides synthetic data ("" for nothing): a checkpoint and
+    #: texts (see ``measure.run._real_checks``), whose verdicts differ from synthetic ones
+    accuracy: str = ""
 
     @cached_property
     def key_fields(self) -> dict[str, Any]:
@@ -38,6 +41,7 @@ class StudyIdentity:
             "torch": sw["torch"],
             "triton": sw["triton"],
             "schema": sw["schema"],
+            **({"accuracy": self.accuracy} if self.accuracy else {}),
         }
 
     @cached_property

@@ -60,6 +60,7 @@ def tell(study: optuna.Study, trial: optuna.Trial, res: MeasureResult, tol: floa
     or none of it (readers take ``status`` as "this trial has a result")."""
     trial.set_user_attr("cached", cached)
     attrs = {k: v for k, v in res.to_dict().items() if k != "extra" and v is not None}
+    attrs |= {k: v for k, v in res.extra.items() if k.startswith("rel_error_")}  # real, synthetic
     for k, v in sorted(attrs.items(), key=lambda kv: kv[0] == "status"):
         trial.set_user_attr(k, v)
     if res.status == Status.OK and res.ratio is not None and res.rel_error is not None:
