@@ -93,6 +93,13 @@ def precision_of(kind: str, device: str, params: Mapping[str, Value]) -> str:
     return get_variant(kind, device, str(params["variant"])).precision(params)
 
 
+def layout_key(params: Mapping[str, Any]) -> tuple[str, ...]:
+    """What decides the copy of a weight an op holds: variant, precision and GEMM layout
+    (threads, row blocks and epilogues share one copy)."""
+    return tuple(str(params.get(k)) for k in ("variant", "precision", "impl", "fused_qkv",
+                                              "granularity", "qengine"))
+
+
 def precision_dtype(params: Mapping[str, Value]) -> torch.dtype:
     """Activations are in the variant's 16-bit type for bfloat16 and float16 variants, float32
     otherwise (int8 and TF32 included)."""

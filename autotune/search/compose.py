@@ -36,7 +36,7 @@ from autotune.measure.run import execution_device
 from autotune.measure.timing import time_many, time_many_cuda
 from autotune.models.bert import Bucket, ResolvedModel
 from autotune.models.kinds import KINDS
-from autotune.ops.registry import PRECISION_RANK, precision_of
+from autotune.ops.registry import PRECISION_RANK, layout_key, precision_of
 from autotune.runtime.config import config_dict, parse_config
 from autotune.runtime.model import TunedBert
 from autotune.search.samplers import make_sampler
@@ -323,13 +323,6 @@ def _forward(model: TunedBert, batch: dict[str, torch.Tensor]) -> object:
 def _text_order(texts: int, bucket_index: int) -> list[int]:
     """The order a bucket's accuracy batches take the texts in: seeded per bucket."""
     return torch.randperm(texts, generator=torch.Generator().manual_seed(bucket_index)).tolist()
-
-
-def layout_key(params: dict[str, Any]) -> tuple[str, ...]:
-    """What decides the copy of a weight an op holds: variant, precision and GEMM layout
-    (threads, row blocks and epilogues share one copy)."""
-    return tuple(str(params.get(k)) for k in ("variant", "precision", "impl", "fused_qkv",
-                                              "granularity", "qengine"))
 
 
 def compose_identity(resolved: ResolvedModel, buckets: list[Bucket], lengths: str,
