@@ -14,6 +14,7 @@ from autotune.models.bert import Bucket, resolve_model
 from autotune.search.driver import SearchOptions, real_inputs
 from autotune.search.keys import StudyIdentity
 from autotune.settings import DEFAULT_SPACES_DIR
+from autotune.space import Value
 
 
 @pytest.fixture(scope="module")
@@ -50,10 +51,12 @@ def test_the_gate_runs_the_checkpoint_on_real_activations(minilm_dir: Path) -> N
     both. The result's error is the larger of the two checks."""
     resolved = resolve_model(str(minilm_dir))
     _, texts, _ = real_inputs(SearchOptions(), resolved, [Bucket(1, 32)])
-    int8 = {"variant": "int8_dynamic", "qengine": _int8_engine(), "granularity": "per_tensor",
-            "reduce_range": False, "residual": "separate", "row_block": 0, "threads": 1}
-    bf16 = {"variant": "dense", "precision": "bfloat16", "impl": "aten", "residual": "separate",
-            "row_block": 0, "threads": 1}
+    int8: dict[str, Value] = {
+        "variant": "int8_dynamic", "qengine": _int8_engine(), "granularity": "per_tensor",
+        "reduce_range": False, "residual": "separate", "row_block": 0, "threads": 1}
+    bf16: dict[str, Value] = {
+        "variant": "dense", "precision": "bfloat16", "impl": "aten", "residual": "separate",
+        "row_block": 0, "threads": 1}
     errors = {}
     for name, params in (("int8", int8), ("bf16", bf16)):
         task = MeasureTask(resolved.arch.to_dict(), "ffn_down", 1, 32, str(params["variant"]),

@@ -211,35 +211,46 @@ def test_cuda_compositions_choose_cuda_graphs_not_threads() -> None:
     assert _comp_of({**seeds[-1]}, composer).cuda_graphs == B.batch
 
 
+COST = {"int8": (0.03, 0.8), "bfloat16": (0.01, 1.0), "float32": (0.0, 2.0)}
+
+
+def _costed(first: list[dict], second: list[dict], threads: float,
+            ) -> tuple[Composer, list[Composition]]:
+    """A two-bucket ffn_down composer whose evaluation is a cost model: per precision an
+    error and a time (COST), times ``threads`` for one shared thread count; it records the
+    compositions it evaluates."""
+    from types import SimpleNamespace
+
+    composer = _composer({"ffn_down": first}, second={"ffn_down": second})
+    composer.resolved = SimpleNamespace(name="tiny", arch=TINY)  # type: ignore[assignment]
+    composer.lengths_desc, composer.accuracy_desc, composer.tol = "fixed", "random ids", 0.02
+    composer.config = lambda comp: {"choice": comp.choice}  # type: ignore[method-assign]
+    evaluated: list[Composition] = []
+
+    def evaluate(comp: Composition) -> dict:
+        evaluated.append(comp)
+        per = [COST[p] for j in range(2) for n in range(2)
+               for p in _precisions(composer, comp, j, n).values()]
+        ratio = sum(r for _, r in per) / len(per) * (threads if comp.threads else 1.0)
+        errs = [max(COST[_precisions(composer, comp, j, n)["ffn_down"]][0] for n in range(2))
+                for j in range(2)]
+        return {"ratio": ratio, "bucket_ratios": [ratio] * 2, "ms": ratio, "anchor_ms": 1.0,
+                "rel_error": max(errs), "pooler_cos": 1.0,
+                "bucket_violations": [e - 0.02 for e in errs]}
+
+    composer.evaluate = evaluate  # type: ignore[method-assign]
+    return composer, evaluated
+
+
 def test_the_fastest_composition_is_stepped_back_and_shipped_when_still_fastest(
         tmp_path: Path) -> None:
     """The winners break the bound (int8 in one bucket) while a slower all-bfloat16 trial
     holds it: stepping back the winners' int8 op in that bucket only gives a composition
     faster than that trial, and it ships."""
-    from types import SimpleNamespace
-
     from autotune.search.compose import run_composition
-    from tests.conftest import TINY
 
-    composer = _composer({"ffn_down": [_entry(INT8, 0.019), _entry(BF16, 0.004),
-                                       _entry(FP32, 0.0)]},
-                         second={"ffn_down": [_entry(BF16, 0.004), _entry(FP32, 0.0)]})
-    composer.resolved = SimpleNamespace(name="tiny", arch=TINY)
-    composer.lengths_desc, composer.accuracy_desc, composer.tol = "fixed", "random ids", 0.02
-    composer.config = lambda comp: {"choice": comp.choice}
-    cost = {"int8": (0.03, 0.8), "bfloat16": (0.01, 1.0), "float32": (0.0, 2.0)}
-
-    def evaluate(comp: Composition) -> dict:
-        per = [cost[p] for j in range(2) for n in range(2)
-               for p in _precisions(composer, comp, j, n).values()]
-        ratio = sum(r for _, r in per) / len(per) * (1.2 if comp.threads else 1.0)
-        errs = [max(cost[_precisions(composer, comp, j, n)["ffn_down"]][0] for n in range(2))
-                for j in range(2)]
-        return {"ratio": ratio, "bucket_ratios": [ratio] * 2, "ms": ratio, "anchor_ms": 1.0,
-                "rel_error": max(errs),
-                "pooler_cos": 1.0, "bucket_violations": [e - 0.02 for e in errs]}
-
-    composer.evaluate = evaluate
+    composer, _ = _costed([_entry(INT8, 0.019), _entry(BF16, 0.004), _entry(FP32, 0.0)],
+                          [_entry(BF16, 0.004), _entry(FP32, 0.0)], threads=1.2)
     storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'c.sqlite3'}")
     said: list[str] = []
     final = run_composition(storage, composer, 3, 0, said.append)
@@ -403,7 +414,7 @@ def test_every_bucket_counts_alike_in_the_objective(monkeypatch: pytest.MonkeyPa
         def __call__(self, bucket: int) -> None:
             ran.append((self.name, bucket))
 
-    composer.batches = [{"bucket": 0}, {"bucket": 1}]
+    composer.batches = [{"bucket": 0}, {"bucket": 1}]  # type: ignore[dict-item]
     composer.anchor = Model("anchor")  # type: ignore[assignment]
     composer.model = lambda comp: Model("cand")  # type: ignore[assignment, return-value]
     composer.accuracy = lambda model: [(0.01, 1.0), (0.01, 1.0)]  # type: ignore[method-assign]
@@ -429,32 +440,11 @@ def test_stepping_back_stops_once_slower_than_a_feasible_trial(tmp_path: Path) -
     """The fastest trial breaks the bound and its next higher precision is float32 (slow):
     one step back is already slower than the all-bfloat16 seed, which holds the bound, so
     the study stops stepping there and ships the seed."""
-    from types import SimpleNamespace
-
     from autotune.search.compose import run_composition
-    from tests.conftest import TINY
 
-    composer = _composer({"ffn_down": [_entry(INT8, 0.019), _entry(FP32, 0.0),
-                                       _entry(BF16, 0.004)]},
-                         second={"ffn_down": [_entry(BF16, 0.004), _entry(FP32, 0.0)]})
-    composer.resolved = SimpleNamespace(name="tiny", arch=TINY)
-    composer.lengths_desc, composer.accuracy_desc, composer.tol = "fixed", "random ids", 0.02
-    composer.config = lambda comp: {"choice": comp.choice}
-    cost = {"int8": (0.03, 0.8), "bfloat16": (0.01, 1.0), "float32": (0.0, 2.0)}
-    evaluated: list[Composition] = []
-
-    def evaluate(comp: Composition) -> dict:
-        evaluated.append(comp)
-        per = [cost[p] for j in range(2) for n in range(2)
-               for p in _precisions(composer, comp, j, n).values()]
-        ratio = sum(r for _, r in per) / len(per) * (0.8 if comp.threads else 1.0)
-        errs = [max(cost[_precisions(composer, comp, j, n)["ffn_down"]][0] for n in range(2))
-                for j in range(2)]
-        return {"ratio": ratio, "bucket_ratios": [ratio] * 2, "ms": ratio, "anchor_ms": 1.0,
-                "rel_error": max(errs), "pooler_cos": 1.0,
-                "bucket_violations": [e - 0.02 for e in errs]}
-
-    composer.evaluate = evaluate
+    composer, evaluated = _costed(
+        [_entry(INT8, 0.019), _entry(FP32, 0.0), _entry(BF16, 0.004)],
+        [_entry(BF16, 0.004), _entry(FP32, 0.0)], threads=0.8)
     storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'c.sqlite3'}")
     said: list[str] = []
     final = run_composition(storage, composer, 3, 0, said.append)
