@@ -1,7 +1,7 @@
 """Named constraints that search-space files may list. Each returns True when allowed.
 
 ``context`` holds the operator instance (``rows``, ``batch``, ``seq``, ``hidden``, the GEMM's
-``n`` and ``k``, ``head_dim``) and the machine (``cores``, ``qengines``; on CUDA also
+``n`` and ``k``, ``head_dim``, ``heads``) and the machine (``cores``, ``qengines``; on CUDA also
 ``shared_memory`` and ``compute_capability``); see ``autotune.search.spaces.space_context``.
 """
 
@@ -17,6 +17,12 @@ from autotune.space import ConstraintFn, Value, constraint
 @constraint("row_block_below_rows", "a row block must split the rows (else it equals no block)")
 def _row_block_below_rows(p: Mapping[str, Value], ctx: Mapping[str, Any]) -> bool:
     return int(p.get("row_block", 0)) < int(ctx["rows"])
+
+
+@constraint("heads_per_block_below_heads",
+            "a block of heads must split a sequence's heads (else it equals all of them: 0)")
+def _heads_per_block_below_heads(p: Mapping[str, Value], ctx: Mapping[str, Any]) -> bool:
+    return int(p.get("heads_per_block", 0)) < int(ctx["heads"])
 
 
 @constraint("mkl_packed_float32_only", "MKL's packed GEMM exists for float32 only")

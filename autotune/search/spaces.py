@@ -86,6 +86,7 @@ def space_context(kind: str, arch: BertArch, bucket: Bucket, device: str = "cpu"
         "n": n,
         "k": k,
         "head_dim": arch.head_dim,
+        "heads": arch.num_attention_heads,
         "cores": os.cpu_count() or 1,
         "qengines": tuple(torch.backends.quantized.supported_engines),
     }

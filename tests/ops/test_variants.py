@@ -9,6 +9,7 @@ import torch
 
 from autotune.models.bert import Bucket
 from autotune.ops import cast_inputs, get_variant, op_spec, rel_error, variants
+from autotune.ops.attention import key_lengths
 from autotune.search.spaces import load_spaces, space_context
 from autotune.settings import DEFAULT_SPACES_DIR
 from tests.conftest import TINY, op_case
@@ -85,13 +86,14 @@ def test_compiled_embeddings_match_reference_at_every_shape() -> None:
 
 
 def test_attention_honours_padding_mask() -> None:
-    """Changing padded keys must not change any output."""
+    """Changing padded keys must not change any output (nor must skipping them)."""
     spec = op_spec("attention")
     bucket = Bucket(2, 12)
     gen = torch.Generator().manual_seed(2)
     inputs = spec.make_inputs(TINY, bucket, gen)
     inputs["mask_add"][1, ..., 6:] = torch.finfo(torch.float32).min
     inputs["mask_bool"][1, ..., 6:] = False
+    inputs["key_lengths"] = key_lengths(inputs["mask_bool"][:, 0, 0, :])  # 6 for sequence 1
     for params in _configs("attention", bucket):
         v = get_variant("attention", "cpu", str(params["variant"]))
         fn = v.build({}, params, TINY, bucket)
@@ -138,3 +140,25 @@ def test_a_call_larger_than_its_bucket_is_one_gemm_unless_row_blocks_were_chosen
         lin = gemm.make_linear(w, b, impl="aten", rows=8, row_block=row_block)
         torch.testing.assert_close(lin(x), linear(x, w, b))
         assert calls == expected
+
+
+def test_blocked_attention_skips_padded_keys_exactly() -> None:
+    """Sequences of 1, 5 and 9 real tokens and one with none, padded to 9: attending only up to
+    each sequence's last real key gives what attending over all of them gives, per head
+    block, and matches the float32 reference."""
+    spec = op_spec("attention")
+    bucket = Bucket(4, 9)
+    inputs = spec.make_inputs(TINY, bucket, torch.Generator().manual_seed(3))
+    keep = (torch.arange(9)[None, :] < torch.tensor([1, 5, 9, 0])[:, None])[:, None, None, :]
+    inputs["mask_bool"] = keep
+    inputs["mask_add"] = torch.zeros(keep.shape).masked_fill(~keep, torch.finfo(torch.float32).min)
+    inputs["key_lengths"] = key_lengths(keep[:, 0, 0, :])
+    assert inputs["key_lengths"].tolist() == [1, 5, 9, 9]
+    ref = spec.reference({}, inputs, TINY)
+    v = get_variant("attention", "cpu", "blocked")
+    for block in (0, 1, 2):
+        outs = [v.build({}, {"precision": "float32", "heads_per_block": block,
+                             "softmax_fp32": False, "skip_padded_keys": skip, "threads": 1},
+                        TINY, bucket)(inputs) for skip in (False, True)]
+        assert torch.allclose(outs[0], outs[1], atol=1e-6), block
+        assert rel_error(outs[1], ref) <= 1e-5, block
