@@ -78,6 +78,12 @@ def _sdpa(w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Bucket) ->
     return with_threads(sdpa(p, SDPA_BACKENDS), int(p["threads"]))
 
 
+#: Key lengths the blocked variant runs are rounded up to a multiple of this: oneDNN builds
+#: and caches a GEMM kernel per shape (~0.6 MB each, up to 1,024 of them), so one per key
+#: length of production traffic would grow the process by hundreds of MB.
+KEY_STEP = 16
+
+
 @variant("attention", "blocked")
 def _blocked(w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Bucket) -> OpFn:
     """A few heads of one sequence at a time (``heads_per_block``, 0: all of its heads), so
@@ -85,7 +91,8 @@ def _blocked(w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Bucket)
     through memory for each (8×512 in bfloat16: 48 MB of scores per layer, and the whole-batch
     eager path spent ~60% of its time on scale, mask and softmax). The scale and the mask
     ride in the score GEMM (baddbmm). With ``skip_padded_keys`` each sequence attends over
-    its keys up to its last real one only: exact, the keys after it are masked."""
+    its keys up to its last real one only (rounded up to a multiple of ``KEY_STEP``): exact,
+    the keys after it are masked."""
     scale = 1.0 / math.sqrt(arch.head_dim)
     block = int(p["heads_per_block"])
     softmax_dtype = torch.float32 if p["softmax_fp32"] else None
@@ -102,6 +109,7 @@ def _blocked(w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Bucket)
             lengths = inp["key_lengths"].tolist()
         else:
             lengths = key_lengths(inp["mask_bool"][:, 0, 0, :]).tolist()
+        lengths = [min(s, -(-n // KEY_STEP) * KEY_STEP) for n in lengths]
         out = q.new_empty(b, s, h, d)
         for i, n in enumerate(lengths):
             m = mask[i, :, :, :n]

@@ -143,17 +143,19 @@ def test_a_call_larger_than_its_bucket_is_one_gemm_unless_row_blocks_were_chosen
 
 
 def test_blocked_attention_skips_padded_keys_exactly() -> None:
-    """Sequences of 1, 5 and 9 real tokens and one with none, padded to 9: attending only up to
-    each sequence's last real key gives what attending over all of them gives, per head
-    block, and matches the float32 reference."""
+    """Sequences of 1, 17, 33 and 40 real tokens and one with none, padded to 40: attending
+    only up to each sequence's last real key (16, 32, 40, 40, 40 keys once rounded to the
+    kernel-cache step) gives what attending over all of them gives, per head block, and
+    matches the float32 reference."""
     spec = op_spec("attention")
-    bucket = Bucket(4, 9)
+    bucket = Bucket(5, 40)
     inputs = spec.make_inputs(TINY, bucket, torch.Generator().manual_seed(3))
-    keep = (torch.arange(9)[None, :] < torch.tensor([1, 5, 9, 0])[:, None])[:, None, None, :]
+    real = torch.tensor([1, 17, 33, 40, 0])
+    keep = (torch.arange(40)[None, :] < real[:, None])[:, None, None, :]
     inputs["mask_bool"] = keep
     inputs["mask_add"] = torch.zeros(keep.shape).masked_fill(~keep, torch.finfo(torch.float32).min)
     inputs["key_lengths"] = key_lengths(keep[:, 0, 0, :])
-    assert inputs["key_lengths"].tolist() == [1, 5, 9, 9]
+    assert inputs["key_lengths"].tolist() == [1, 17, 33, 40, 40]
     ref = spec.reference({}, inputs, TINY)
     v = get_variant("attention", "cpu", "blocked")
     for block in (0, 1, 2):
