@@ -205,15 +205,23 @@ class Composer:
                 "rel_error": rel, "pooler_cos": cos,
                 "bucket_violations": [self.violation(r, c) for r, c in per_bucket]}
 
-    def share_layout(self, comp: Composition, kind: str) -> Composition | None:
+    def share_layout(self, comp: Composition, kind: str,
+                     per_precision: bool = False) -> Composition | None:
         """``comp`` with every bucket of ``kind`` on the weight layout of its largest bucket
-        (its best-ranked config of that layout there), or None when nothing would change."""
-        target = layout_key(self.entry(kind, self.buckets[-1], comp.choice[kind][-1])["params"])
+        (with ``per_precision``, of the largest bucket computing in the same precision: two
+        int8 buckets on one quantized engine, say, while a bfloat16 bucket keeps its own),
+        its best-ranked config of that layout there; None when nothing would change."""
+        params = [self.entry(kind, b, i)["params"]
+                  for b, i in zip(self.buckets, comp.choice[kind], strict=True)]
+        precisions = [precision_of(kind, self.device, p) for p in params]
         choice = list(comp.choice[kind])
         for j, bucket in enumerate(self.buckets):
-            ranked = self.candidates[kind][bucket]
-            if layout_key(self.entry(kind, bucket, choice[j])["params"]) == target:
+            source = max(i for i in range(len(self.buckets))
+                         if not per_precision or precisions[i] == precisions[j])
+            target = layout_key(params[source])
+            if layout_key(params[j]) == target:
                 continue
+            ranked = self.candidates[kind][bucket]
             same = [i for i, e in enumerate(ranked) if layout_key(e["params"]) == target]
             if same:
                 choice[j] = same[0]
@@ -421,17 +429,20 @@ def run_composition(storage: optuna.storages.BaseStorage, composer: Composer, tr
     shared = []
     for kind in (k for k in composer.candidates if k in LAYOUT_KINDS):
         # Buckets holding different layouts of one weight hold one copy each: share the
-        # largest bucket's layout where that costs no more than noise end to end.
-        alt = composer.share_layout(comp, kind)
-        if alt is None:
-            continue
-        alt_res = composer.evaluate(alt)
-        if composer.violation(alt_res["rel_error"], alt_res["pooler_cos"]) <= 0 and \
-                alt_res["ratio"] <= res["ratio"] * (1 + NOISE):
-            comp, res = alt, alt_res
-            shared.append(kind)
+        # largest bucket's layout where that costs no more than noise end to end, else
+        # one layout per precision (int8 buckets on two quantized engines held two packs).
+        for per_precision in (False, True):
+            alt = composer.share_layout(comp, kind, per_precision)
+            if alt is None:
+                continue
+            alt_res = composer.evaluate(alt)
+            if composer.violation(alt_res["rel_error"], alt_res["pooler_cos"]) <= 0 and \
+                    alt_res["ratio"] <= res["ratio"] * (1 + NOISE):
+                comp, res = alt, alt_res
+                shared.append(f"{kind} (per precision)" if per_precision else kind)
+                break
     if shared:
-        progress(f"one weight layout in every bucket for {', '.join(shared)} "
+        progress(f"one weight layout across buckets for {', '.join(shared)} "
                  f"({res['ratio']:.2f}× the per-op winners)")
     final = {"choice": {k: {b.label: i for b, i in zip(composer.buckets, v, strict=True)}
                         for k, v in comp.choice.items()}, "shared_layout": shared,

@@ -294,6 +294,61 @@ def test_buckets_share_a_weight_layout_when_it_costs_no_more_than_noise(
     assert final["shared_layout"] == (["ffn_up"] if shared else [])
 
 
+def test_int8_buckets_share_one_quantized_engine_while_bfloat16_keeps_its_pack() -> None:
+    """Per precision, every bucket takes the layout of the largest bucket of that precision:
+    the smallest bucket's int8 fbgemm pack moves to the middle bucket's onednn one, while the
+    largest (bfloat16) bucket keeps its own and is the target of the all-buckets share."""
+    b3 = Bucket(8, 8)
+    fbgemm, onednn = {**INT8, "qengine": "fbgemm"}, {**INT8, "qengine": "onednn"}
+    packed = {**BF16, "impl": "onednn_packed"}
+    composer = _composer({"ffn_down": [_entry(fbgemm, 0.01), _entry(onednn, 0.01),
+                                       _entry(packed, 0.004)]},
+                         second={"ffn_down": [_entry(onednn, 0.01), _entry(packed, 0.004)]})
+    composer.buckets.append(b3)
+    composer.candidates["ffn_down"][b3] = [_entry(packed, 0.004), _entry(onednn, 0.01)]
+    comp = Composition({"ffn_down": (0, 0, 0)}, 1, False)
+    assert composer.share_layout(comp, "ffn_down", per_precision=True) == \
+        replace(comp, choice={"ffn_down": (1, 0, 0)})
+    assert composer.share_layout(comp, "ffn_down") == replace(comp, choice={"ffn_down": (2, 1, 0)})
+    shared = Composition({"ffn_down": (1, 0, 0)}, 1, False)
+    assert composer.share_layout(shared, "ffn_down", per_precision=True) is None
+
+
+def test_the_study_shares_a_layout_per_precision_when_sharing_one_costs_too_much(
+        tmp_path: Path) -> None:
+    """Moving the int8 buckets to the largest bucket's bfloat16 pack is 10% slower, one
+    quantized engine for both int8 buckets is within noise: that one ships."""
+    from types import SimpleNamespace
+
+    from autotune.search.compose import run_composition
+
+    b3 = Bucket(8, 8)
+    fbgemm, onednn = {**INT8, "qengine": "fbgemm"}, {**INT8, "qengine": "onednn"}
+    packed = {**BF16, "impl": "onednn_packed"}
+    composer = _composer({"ffn_down": [_entry(fbgemm, 0.01), _entry(onednn, 0.01),
+                                       _entry(packed, 0.004)]},
+                         second={"ffn_down": [_entry(onednn, 0.01), _entry(packed, 0.004)]})
+    composer.buckets.append(b3)
+    composer.candidates["ffn_down"][b3] = [_entry(packed, 0.004), _entry(onednn, 0.01)]
+    composer.resolved = SimpleNamespace(name="tiny", arch=TINY)  # type: ignore[assignment]
+    composer.lengths_desc, composer.accuracy_desc, composer.tol = "fixed", "random ids", 0.02
+    composer.config = lambda comp: {"choice": comp.choice}  # type: ignore[method-assign]
+
+    def evaluate(comp: Composition) -> dict:
+        engines = [composer.entry("ffn_down", b, i)["params"].get("qengine")
+                   for b, i in zip(composer.buckets, comp.choice["ffn_down"], strict=True)]
+        ratio = {("fbgemm", "onednn", None): 1.0, ("onednn", "onednn", None): 1.01}.get(
+            tuple(engines), 1.10) * (1.2 if comp.threads else 1.0)
+        return {"ratio": ratio, "bucket_ratios": [ratio] * 3, "ms": ratio, "anchor_ms": 1.0,
+                "rel_error": 0.01, "pooler_cos": 1.0, "bucket_violations": [-0.01] * 3}
+
+    composer.evaluate = evaluate  # type: ignore[method-assign]
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'c.sqlite3'}")
+    final = run_composition(storage, composer, 2, 0, lambda _: None)
+    assert final["choice"]["ffn_down"] == {"b1s8": 1, "b4s8": 0, "b8s8": 0}
+    assert final["shared_layout"] == ["ffn_down (per precision)"]
+
+
 def test_real_minilm_is_judged_on_its_calibration_texts_and_keeps_their_embeddings(
         tmp_path: Path) -> None:
     """The real checkpoint, accuracy judged on the texts of ``--calibration``: the shipped
