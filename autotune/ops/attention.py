@@ -79,8 +79,8 @@ def _sdpa(w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Bucket) ->
 
 
 #: Key lengths the blocked variant runs are rounded up to a multiple of this: oneDNN builds
-#: and caches a GEMM kernel per shape (~0.6 MB each, up to 1,024 of them), so one per key
-#: length of production traffic would grow the process by hundreds of MB.
+#: and caches a GEMM kernel per shape (see ``autotune.runtime.KERNEL_CACHE_ENTRIES``), and one
+#: per key length of production traffic would fill those caches with attention GEMMs alone.
 KEY_STEP = 16
 
 

@@ -294,18 +294,25 @@ def test_buckets_share_a_weight_layout_when_it_costs_no_more_than_noise(
     assert final["shared_layout"] == (["ffn_up"] if shared else [])
 
 
-def test_int8_buckets_share_one_quantized_engine_while_bfloat16_keeps_its_pack() -> None:
-    """Per precision, every bucket takes the layout of the largest bucket of that precision:
-    the smallest bucket's int8 fbgemm pack moves to the middle bucket's onednn one, while the
-    largest (bfloat16) bucket keeps its own and is the target of the all-buckets share."""
-    b3 = Bucket(8, 8)
+def _two_engines() -> Composer:
+    """Three ffn_down buckets, each config ranked first: int8 on fbgemm (b1s8), int8 on
+    onednn (b4s8), a bfloat16 oneDNN pack (b8s8); every bucket also ranks the others' layouts."""
     fbgemm, onednn = {**INT8, "qengine": "fbgemm"}, {**INT8, "qengine": "onednn"}
     packed = {**BF16, "impl": "onednn_packed"}
     composer = _composer({"ffn_down": [_entry(fbgemm, 0.01), _entry(onednn, 0.01),
                                        _entry(packed, 0.004)]},
                          second={"ffn_down": [_entry(onednn, 0.01), _entry(packed, 0.004)]})
-    composer.buckets.append(b3)
-    composer.candidates["ffn_down"][b3] = [_entry(packed, 0.004), _entry(onednn, 0.01)]
+    composer.buckets.append(Bucket(8, 8))
+    composer.candidates["ffn_down"][Bucket(8, 8)] = [_entry(packed, 0.004),
+                                                     _entry(onednn, 0.01)]
+    return composer
+
+
+def test_int8_buckets_share_one_quantized_engine_while_bfloat16_keeps_its_pack() -> None:
+    """Per precision, every bucket takes the layout of the largest bucket of that precision:
+    the smallest bucket's int8 fbgemm pack moves to the middle bucket's onednn one, while the
+    largest (bfloat16) bucket keeps its own and is the target of the all-buckets share."""
+    composer = _two_engines()
     comp = Composition({"ffn_down": (0, 0, 0)}, 1, False)
     assert composer.share_layout(comp, "ffn_down", per_precision=True) == \
         replace(comp, choice={"ffn_down": (1, 0, 0)})
@@ -322,14 +329,7 @@ def test_the_study_shares_a_layout_per_precision_when_sharing_one_costs_too_much
 
     from autotune.search.compose import run_composition
 
-    b3 = Bucket(8, 8)
-    fbgemm, onednn = {**INT8, "qengine": "fbgemm"}, {**INT8, "qengine": "onednn"}
-    packed = {**BF16, "impl": "onednn_packed"}
-    composer = _composer({"ffn_down": [_entry(fbgemm, 0.01), _entry(onednn, 0.01),
-                                       _entry(packed, 0.004)]},
-                         second={"ffn_down": [_entry(onednn, 0.01), _entry(packed, 0.004)]})
-    composer.buckets.append(b3)
-    composer.candidates["ffn_down"][b3] = [_entry(packed, 0.004), _entry(onednn, 0.01)]
+    composer = _two_engines()
     composer.resolved = SimpleNamespace(name="tiny", arch=TINY)  # type: ignore[assignment]
     composer.lengths_desc, composer.accuracy_desc, composer.tol = "fixed", "random ids", 0.02
     composer.config = lambda comp: {"choice": comp.choice}  # type: ignore[method-assign]
