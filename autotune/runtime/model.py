@@ -46,8 +46,9 @@ _UNSUPPORTED = ("inputs_embeds", "head_mask", "encoder_hidden_states", "past_key
 #: layout. Skipping the padding saves its share of every GEMM, and the gathers around
 #: attention cost ~3% of a bert-base forward (8x512, torch profiler); a batch with a quarter
 #: of padding ran in 0.72-0.85x the padded time (1x128, 8x128, 4x512). Padding-free calls
-#: return zeros at padding positions (the padded layout returns what HF computes there,
-#: which some callers compare), so it is taken where it pays clearly, not at every pad.
+#: return zeros at padding positions other than each row's first (the padded layout returns
+#: what HF computes there, which some callers compare), so it is taken where it pays
+#: clearly, not at every pad.
 VARLEN_MIN_PADDING = 0.25
 
 #: Resolved (op, layer, shape) entries kept: about 300 shapes of a 12-layer model.
@@ -255,13 +256,13 @@ class TunedBert(torch.nn.Module):
         """Whether a call runs padding-free: always where the config says so, and on a CPU
         where at least ``VARLEN_MIN_PADDING`` of the batch is padding (production batches are
         padded to their longest input; the study may have chosen the padded layout on batches
-        without any). A batch without a real token runs padded."""
+        without any). A batch with a row without a real token runs padded."""
         if self.varlen:
-            return bool(mask.any())
+            return bool(mask.any(dim=1).all())
         if mask.is_cuda:  # counting the padding would wait for the GPU; not measured there
             return False
         real = int(mask.count_nonzero())
-        return 0 < real <= (1.0 - VARLEN_MIN_PADDING) * mask.numel()
+        return real <= (1.0 - VARLEN_MIN_PADDING) * mask.numel() and bool(mask.any(dim=1).all())
 
     def _encode(self, ids: torch.Tensor, mask: torch.Tensor, types: torch.Tensor,
                 pos: torch.Tensor | None, varlen: bool = False
@@ -274,7 +275,7 @@ class TunedBert(torch.nn.Module):
             emb_in["position_ids"] = pos
         h = self._run1("embeddings", 0, batch, padded, emb_in)
         masks = self._masks(mask)
-        real = mask.reshape(-1).nonzero().squeeze(1) if varlen else None
+        real = _computed_tokens(mask) if varlen else None
         if real is not None:
             h = h.reshape(batch * padded, -1).index_select(0, real)[None]  # (1, tokens, hidden)
         for layer in range(self.arch.num_hidden_layers):
@@ -288,7 +289,11 @@ class TunedBert(torch.nn.Module):
         return h, pooled
 
     def _masks(self, mask: torch.Tensor) -> Tensors:
-        keep = mask.bool()[:, None, None, :]
+        keep = mask.bool()
+        # A row without a real token attends to every key: HF's softmax there is over keys
+        # all at the dtype's minimum, which a bfloat16 mask turns into -inf (NaN). Its output
+        # means nothing either way; it stays finite.
+        keep = (keep | ~keep.any(dim=1, keepdim=True))[:, None, None, :]
         masks = {"mask_bool": keep,
                  "mask_add": torch.zeros(keep.shape, device=keep.device).masked_fill(
                      ~keep, torch.finfo(torch.float32).min)}
@@ -354,6 +359,15 @@ class TunedBert(torch.nn.Module):
         full = t.new_zeros(batch * seq, heads, d)
         full.index_copy_(0, real, t[0].transpose(0, 1))
         return full.view(batch, seq, heads, d).transpose(1, 2)
+
+
+def _computed_tokens(mask: torch.Tensor) -> torch.Tensor:
+    """Flat indices of the tokens a padding-free call computes: the real ones, and each
+    row's first, which the pooler and CLS pooling read whether or not it is padding (a
+    left-padded batch): it is computed as HF computes it, attending to the row's real keys."""
+    first = torch.zeros_like(mask, dtype=torch.bool)
+    first[:, 0] = True
+    return (mask.bool() | first).reshape(-1).nonzero().squeeze(1)
 
 
 def _check_inputs(arch: BertArch, ids: torch.Tensor, *others: torch.Tensor | None) -> None:

@@ -119,12 +119,44 @@ def test_padded_batches_run_padding_free_whatever_the_layout(side: str) -> None:
     with torch.no_grad():
         ref = hf(**inputs)
     out = model(**inputs)
-    assert ("qkv_proj", 0, 1, sum(lengths)) in model._dispatch
+    first = torch.zeros(4, 1, dtype=torch.long)  # each row's first position, padding or not
+    assert ("qkv_proj", 0, 1, sum(lengths) + (3 if side == "left" else 0)) in model._dispatch
     assert ("qkv_proj", 0, 4, 13) not in model._dispatch
     assert _rel(out.last_hidden_state, ref.last_hidden_state, inputs["attention_mask"]) < 1e-5
+    # The pooler and CLS pooling read the first position: a left-padded row's is padding,
+    # and HF computes it all the same.
+    assert _rel(out.last_hidden_state[:, :1], ref.last_hidden_state[:, :1], first + 1) < 1e-5
+    assert torch.allclose(out.pooler_output, ref.pooler_output, atol=1e-5)
     assert out.last_hidden_state.shape == ref.last_hidden_state.shape
     model(**_inputs(batch=4, seq=13) | {"attention_mask": torch.ones(4, 13, dtype=torch.long)})
     assert ("qkv_proj", 0, 4, 13) in model._dispatch
+
+
+@pytest.mark.parametrize("layout", [{}, {"varlen": True}])
+def test_a_row_without_real_tokens_stays_finite_and_leaves_the_others_alone(
+        layout: dict) -> None:
+    """An all-zero mask row: HF's softmax there runs over keys all at the dtype's minimum,
+    which a bfloat16 mask turns into -inf (it gave NaN). The row stays finite (it means
+    nothing either way) and the other rows match HF."""
+    hf = _hf()
+    inputs = _inputs(batch=5, seq=12)
+    inputs["attention_mask"][:] = 1
+    inputs["attention_mask"][0] = 0
+    with torch.no_grad():
+        ref = hf(**inputs)
+    for attention in ({"variant": "eager", "precision": "bfloat16", "scale_on": "q",
+                       "softmax_fp32": False, "threads": 1},
+                      {"variant": "blocked", "precision": "bfloat16", "softmax_fp32": False,
+                       "heads_per_block": 1, "skip_padded_keys": True, "threads": 1}):
+        per_kind = choices(BF16_GEMM, "bfloat16") | {"attention": attention}
+        cfg = make_config(TINY, per_kind, [(4, 16)], **layout)
+        out = TunedBert(TINY, hf.state_dict(), parse_config(cfg))(**inputs)
+        assert torch.isfinite(out.last_hidden_state).all(), attention["variant"]
+        assert torch.isfinite(out.pooler_output).all(), attention["variant"]
+        rest = inputs["attention_mask"][1:]
+        assert _rel(out.last_hidden_state[1:], ref.last_hidden_state[1:], rest) < 0.02
+        assert _rel(out.pooler_output[1:], ref.pooler_output[1:],
+                    torch.ones_like(ref.pooler_output[1:])) < 0.02
 
 
 def test_padding_free_layout_keeps_left_padded_tokens() -> None:
