@@ -274,12 +274,12 @@ class TunedBert(torch.nn.Module):
         if pos is not None:
             emb_in["position_ids"] = pos
         h = self._run1("embeddings", 0, batch, padded, emb_in)
-        masks = self._masks(mask)
+        masks, q_keep = self._masks(mask), _queries_kept(mask)
         real = _computed_tokens(mask) if varlen else None
         if real is not None:
             h = h.reshape(batch * padded, -1).index_select(0, real)[None]  # (1, tokens, hidden)
         for layer in range(self.arch.num_hidden_layers):
-            h = self._layer(layer, h, batch, padded, masks, real)
+            h = self._layer(layer, h, batch, padded, masks, real, q_keep)
         if real is not None:
             full = h.new_zeros(batch * padded, h.shape[-1])
             full.index_copy_(0, real, h[0])
@@ -290,9 +290,9 @@ class TunedBert(torch.nn.Module):
 
     def _masks(self, mask: torch.Tensor) -> Tensors:
         keep = mask.bool()
-        # A row without a real token attends to every key: HF's softmax there is over keys
-        # all at the dtype's minimum, which a bfloat16 mask turns into -inf (NaN). Its output
-        # means nothing either way; it stays finite.
+        # A row without a real token attends to every key (see ``_queries_kept``): HF's
+        # softmax there is over keys all at the dtype's minimum, which a bfloat16 mask turns
+        # into -inf, and softmax over -inf only is NaN.
         keep = (keep | ~keep.any(dim=1, keepdim=True))[:, None, None, :]
         masks = {"mask_bool": keep,
                  "mask_add": torch.zeros(keep.shape, device=keep.device).masked_fill(
@@ -307,7 +307,8 @@ class TunedBert(torch.nn.Module):
         """Encoder layer ``layer`` alone on ``hidden`` (batch, seq, hidden; padded layout):
         fed the float32 model's input to that layer, its output shows the layer's own error."""
         batch, seq = attention_mask.shape
-        return self._layer(layer, hidden, batch, seq, self._masks(attention_mask), None)
+        return self._layer(layer, hidden, batch, seq, self._masks(attention_mask), None,
+                           _queries_kept(attention_mask))
 
     def _graphed(self, *args: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``_encode`` replayed from a CUDA graph captured once per input shape: one launch
@@ -340,13 +341,15 @@ class TunedBert(torch.nn.Module):
         return torch.nn.functional.pad(t, (0, length - t.shape[1]))
 
     def _layer(self, layer: int, h: torch.Tensor, batch: int, seq: int, masks: Tensors,
-               real: torch.Tensor | None) -> torch.Tensor:
+               real: torch.Tensor | None, q_keep: torch.Tensor | None = None) -> torch.Tensor:
         rows_b, rows_s = (1, h.shape[1]) if real is not None else (batch, seq)
         qkv = self._run("qkv_proj", layer, rows_b, rows_s, {"x": h})
         assert isinstance(qkv, tuple)
         q, k, v = qkv
         if real is not None:  # attention keeps per-sequence structure: scatter to padded
             q, k, v = (self._repad(t, real, batch, seq) for t in qkv)
+        if q_keep is not None:
+            q = q * q_keep.to(q.dtype)
         ctx = self._run1("attention", layer, batch, seq, {"q": q, "k": k, "v": v, **masks})
         if real is not None:
             ctx = ctx.reshape(batch * seq, -1).index_select(0, real)[None]
@@ -359,6 +362,16 @@ class TunedBert(torch.nn.Module):
         full = t.new_zeros(batch * seq, heads, d)
         full.index_copy_(0, real, t[0].transpose(0, 1))
         return full.view(batch, seq, heads, d).transpose(1, 2)
+
+
+def _queries_kept(mask: torch.Tensor) -> torch.Tensor | None:
+    """(batch, 1, 1, 1): 0 for a row without a real token, 1 elsewhere; None when every row
+    has one (or on a GPU, where finding out would wait for it). Zero queries score every key
+    alike, so such a row attends uniformly, as HF's softmax over all-masked keys does."""
+    if mask.is_cuda:
+        return None
+    has = mask.bool().any(dim=1)
+    return None if bool(has.all()) else has[:, None, None, None]
 
 
 def _computed_tokens(mask: torch.Tensor) -> torch.Tensor:

@@ -133,30 +133,36 @@ def test_padded_batches_run_padding_free_whatever_the_layout(side: str) -> None:
 
 
 @pytest.mark.parametrize("layout", [{}, {"varlen": True}])
-def test_a_row_without_real_tokens_stays_finite_and_leaves_the_others_alone(
+def test_a_row_without_real_tokens_attends_uniformly_and_leaves_the_others_alone(
         layout: dict) -> None:
-    """An all-zero mask row: HF's softmax there runs over keys all at the dtype's minimum,
-    which a bfloat16 mask turns into -inf (it gave NaN). The row stays finite (it means
-    nothing either way) and the other rows match HF."""
+    """An all-zero mask row. HF's eager attention adds the dtype's minimum to every key
+    there: the scores become equal and the row attends uniformly (HF's SDPA path unmasks
+    such rows instead, so HF's two paths disagree on it). A bfloat16 mask turned that
+    minimum into -inf, and the row into NaN. The row now attends uniformly, as in HF's
+    eager attention, in float32 to HF's precision, in bfloat16 finite; the other rows
+    match HF."""
     hf = _hf()
+    hf.config._attn_implementation = "eager"
     inputs = _inputs(batch=5, seq=12)
     inputs["attention_mask"][:] = 1
     inputs["attention_mask"][0] = 0
     with torch.no_grad():
         ref = hf(**inputs)
-    for attention in ({"variant": "eager", "precision": "bfloat16", "scale_on": "q",
-                       "softmax_fp32": False, "threads": 1},
-                      {"variant": "blocked", "precision": "bfloat16", "softmax_fp32": False,
-                       "heads_per_block": 1, "skip_padded_keys": True, "threads": 1}):
-        per_kind = choices(BF16_GEMM, "bfloat16") | {"attention": attention}
-        cfg = make_config(TINY, per_kind, [(4, 16)], **layout)
-        out = TunedBert(TINY, hf.state_dict(), parse_config(cfg))(**inputs)
-        assert torch.isfinite(out.last_hidden_state).all(), attention["variant"]
-        assert torch.isfinite(out.pooler_output).all(), attention["variant"]
-        rest = inputs["attention_mask"][1:]
-        assert _rel(out.last_hidden_state[1:], ref.last_hidden_state[1:], rest) < 0.02
-        assert _rel(out.pooler_output[1:], ref.pooler_output[1:],
-                    torch.ones_like(ref.pooler_output[1:])) < 0.02
+    every = torch.ones_like(inputs["attention_mask"])
+    for precision, gemm, bound in (("float32", F32_GEMM, 1e-5), ("bfloat16", BF16_GEMM, 0.02)):
+        for attention in ({"variant": "eager", "precision": precision, "scale_on": "q",
+                           "softmax_fp32": False, "threads": 1},
+                          {"variant": "blocked", "precision": precision,
+                           "softmax_fp32": False, "heads_per_block": 1,
+                           "skip_padded_keys": True, "threads": 1}):
+            per_kind = choices(gemm, precision) | {"attention": attention}
+            cfg = make_config(TINY, per_kind, [(4, 16)], **layout)
+            out = TunedBert(TINY, hf.state_dict(), parse_config(cfg))(**inputs)
+            what = (precision, attention["variant"])
+            assert torch.isfinite(out.last_hidden_state).all(), what
+            assert _rel(out.last_hidden_state, ref.last_hidden_state, every) < bound, what
+            assert _rel(out.pooler_output, ref.pooler_output,
+                        torch.ones_like(ref.pooler_output)) < bound, what
 
 
 def test_padding_free_layout_keeps_left_padded_tokens() -> None:
