@@ -274,7 +274,7 @@ class TunedBert(torch.nn.Module):
         if pos is not None:
             emb_in["position_ids"] = pos
         h = self._run1("embeddings", 0, batch, padded, emb_in)
-        masks, q_keep = self._masks(mask), _queries_kept(mask)
+        masks, q_keep = self._masks(mask)
         real = _computed_tokens(mask) if varlen else None
         if real is not None:
             h = h.reshape(batch * padded, -1).index_select(0, real)[None]  # (1, tokens, hidden)
@@ -288,18 +288,23 @@ class TunedBert(torch.nn.Module):
             if "pooler" in self.weights else None
         return h, pooled
 
-    def _masks(self, mask: torch.Tensor) -> Tensors:
+    def _masks(self, mask: torch.Tensor) -> tuple[Tensors, torch.Tensor | None]:
+        """Attention's mask inputs, and the factor on Q of rows without a real token: (batch,
+        1, 1, 1), 0 for such a row, 1 elsewhere; None when every row has one (or on a GPU,
+        where finding out would wait for it). HF's eager softmax there is over keys all at
+        the dtype's minimum, so the row attends uniformly; a bfloat16 mask turned that
+        minimum into -inf, and the row into NaN. Here such a row keeps every key and zero
+        queries, which score every key alike: uniform too."""
         keep = mask.bool()
-        # A row without a real token attends to every key (see ``_queries_kept``): HF's
-        # softmax there is over keys all at the dtype's minimum, which a bfloat16 mask turns
-        # into -inf, and softmax over -inf only is NaN.
-        keep = (keep | ~keep.any(dim=1, keepdim=True))[:, None, None, :]
+        has = keep.any(dim=1, keepdim=True)
+        q_keep = None if mask.is_cuda or bool(has.all()) else has[:, :, None, None]
+        keep = (keep | ~has)[:, None, None, :]
         masks = {"mask_bool": keep,
                  "mask_add": torch.zeros(keep.shape, device=keep.device).masked_fill(
                      ~keep, torch.finfo(torch.float32).min)}
         if self.skips_padded_keys:  # only flash attention reads them (~20 µs on a CPU)
             masks["key_lengths"] = key_lengths(mask)
-        return masks
+        return masks, q_keep
 
     @torch.no_grad()
     def run_layer(self, layer: int, hidden: torch.Tensor,
@@ -307,8 +312,8 @@ class TunedBert(torch.nn.Module):
         """Encoder layer ``layer`` alone on ``hidden`` (batch, seq, hidden; padded layout):
         fed the float32 model's input to that layer, its output shows the layer's own error."""
         batch, seq = attention_mask.shape
-        return self._layer(layer, hidden, batch, seq, self._masks(attention_mask), None,
-                           _queries_kept(attention_mask))
+        masks, q_keep = self._masks(attention_mask)
+        return self._layer(layer, hidden, batch, seq, masks, None, q_keep)
 
     def _graphed(self, *args: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``_encode`` replayed from a CUDA graph captured once per input shape: one launch
@@ -362,16 +367,6 @@ class TunedBert(torch.nn.Module):
         full = t.new_zeros(batch * seq, heads, d)
         full.index_copy_(0, real, t[0].transpose(0, 1))
         return full.view(batch, seq, heads, d).transpose(1, 2)
-
-
-def _queries_kept(mask: torch.Tensor) -> torch.Tensor | None:
-    """(batch, 1, 1, 1): 0 for a row without a real token, 1 elsewhere; None when every row
-    has one (or on a GPU, where finding out would wait for it). Zero queries score every key
-    alike, so such a row attends uniformly, as HF's softmax over all-masked keys does."""
-    if mask.is_cuda:
-        return None
-    has = mask.bool().any(dim=1)
-    return None if bool(has.all()) else has[:, None, None, None]
 
 
 def _computed_tokens(mask: torch.Tensor) -> torch.Tensor:
