@@ -156,6 +156,16 @@ class TunedBert(torch.nn.Module):
         self._dispatch[key] = found
         return found
 
+    def used_buckets(self) -> set[Bucket]:
+        """The buckets whose choices the calls since this method's last call ran (it empties
+        the dispatch cache; the ops stay built). The model-level study uses it to know which
+        buckets' figures a change of choices can move."""
+        with self._building:
+            used = {c.bucket for kind, _, batch, seq in list(self._dispatch)
+                    if (c := pick_choice(kind, self.ops.get(kind, ()), batch, seq)) is not None}
+            self._dispatch.clear()
+        return used
+
     def _build(self, kind: str, layer: int, choice: Choice) -> tuple[OpFn, torch.dtype]:
         key = (kind, layer, choice.bucket)
         with self._building:

@@ -50,6 +50,11 @@ PAD_MULTIPLES = (1, 8, 32)
 # much slower than a feasible trial (one interleaved measurement's noise on this kind of
 # machine).
 NOISE = 0.02
+# A one-precision seed whose per-op times add up to more than this many times the winners'
+# is not tried: end to end, compositions have differed from that sum by a few percent, and a
+# float32 seed where bfloat16 GEMMs are fast (or a bfloat16 one where they are emulated, at
+# 4.3x on a Xeon without bfloat16 units) cost minutes to confirm it loses.
+SEED_SLACK = 1.5
 # Kinds whose weights are big enough for a second layout to matter (attention has none; the
 # embeddings' variants share their cast tables; the pooler's weight is one h×h matrix).
 LAYOUT_KINDS = tuple(k.name for k in KINDS.values() if k.gemm and k.covered_by == "tokens")
@@ -153,17 +158,21 @@ class Composer:
         return config_dict(self.resolved.name, self.arch, self.device, self.tol, ops,
                            comp.pad_to_multiple, comp.varlen, comp.threads, comp.cuda_graphs)
 
-    def model(self, comp: Composition) -> TunedBert:
+    def model(self, comp: Composition, buckets: list[int] | None = None) -> TunedBert:
+        """The composition's model, its ops for ``buckets`` (indices; default all) built."""
         m = TunedBert(self.arch, self.state, parse_config(self.config(comp)))
-        m.prepare([(b.batch, b.seq) for b in self.buckets])
+        m.prepare([(b.batch, b.seq) for j, b in enumerate(self.buckets)
+                   if buckets is None or j in buckets])
         return m
 
-    def accuracy(self, model: TunedBert) -> list[tuple[float, float]]:
-        """Per bucket: relative error of last_hidden_state (real tokens) and worst pooler
-        cosine. A bucket's batch runs that bucket's choices only, so each bucket's error is
-        its own choices' doing."""
+    def accuracy(self, model: TunedBert, buckets: list[int] | None = None,
+                 ) -> list[tuple[float, float]]:
+        """Per bucket (of ``buckets``, default all): relative error of last_hidden_state
+        (real tokens) and worst pooler cosine. A bucket's batch runs that bucket's choices
+        only, so each bucket's error is its own choices' doing."""
         out = []
-        for checks, refs in zip(self.checks, self.refs, strict=True):
+        for j in range(len(self.buckets)) if buckets is None else buckets:
+            checks, refs = self.checks[j], self.refs[j]
             diff = norm = 0.0
             cos = 1.0
             for batch, ref in zip(checks, refs, strict=True):
@@ -179,31 +188,76 @@ class Composer:
     def violation(self, rel: float, cos: float) -> float:
         return max(rel, 1.0 - cos) - self.tol
 
-    def evaluate(self, comp: Composition) -> dict[str, Any]:
+    def changed(self, comp: Composition, base: Composition,
+                uses: list[list[int]] | None) -> list[int]:
+        """The buckets (indices) whose figures can differ under ``comp`` from ``base``'s:
+        those whose choices differ, and those whose batches ran a differing bucket's choices
+        under ``base`` (``uses``; a batch padded to its longest input can fall in a smaller
+        bucket). Every bucket when the layout differs or ``uses`` is not known."""
+        n = len(self.buckets)
+        if uses is None or (comp.pad_to_multiple, comp.varlen, comp.threads,
+                            comp.cuda_graphs) != (base.pad_to_multiple, base.varlen,
+                                                  base.threads, base.cuda_graphs):
+            return list(range(n))
+        layers = range(self.arch.num_hidden_layers)
+        differ = {j for j in range(n)
+                  if any(comp.choice[k][j] != base.choice[k][j] for k in comp.choice)
+                  or any(comp.index(k, j, m) != base.index(k, j, m)
+                         for k in comp.choice if KINDS[k].per_layer for m in layers)}
+        return [j for j in range(n) if j in differ or differ & set(uses[j])]
+
+    def evaluate(self, comp: Composition,
+                 base: tuple[Composition, dict[str, Any]] | None = None) -> dict[str, Any]:
         """Accuracy per bucket, and speed relative to the per-op winners: each bucket's batch
         timed on its own, interleaved with the winners' on the same batch, and the objective
         the geometric mean of the per-bucket ratios. Every bucket counts alike: summed, an
         8x512 forward (~100x a 1x32 one) decided alone, and the small buckets' choices were
-        picked by noise."""
-        model = self.model(comp)
-        per_bucket = self.accuracy(model)  # also the warm-up (compilation, packing)
-        rel, cos = max(r for r, _ in per_bucket), min(c for _, c in per_bucket)
-        calls = {f"{side}{j}": partial(_forward, m, batch)
-                 for j, batch in enumerate(self.batches)
-                 for side, m in (("cand", model), ("anchor", self.anchor))}
-        if self.on == "cuda":
-            stats = time_many_cuda({k: [c] for k, c in calls.items()},
-                                   budget_s=self.seconds, min_rounds=2, max_rounds=50)
+        picked by noise.
+
+        With ``base`` (a composition and its result), only the buckets whose figures the
+        difference can move are built, checked and timed; the others keep the base's.
+        Stepping back and sharing a layout change a few (often small) buckets, and timing
+        the 8x512 float32 forward again for each of them was half the model-level study's
+        time on a CPU without bfloat16 units."""
+        n = len(self.buckets)
+        old = base[1] if base is not None and "bucket_uses" in base[1] else None
+        measure = list(range(n)) if base is None or old is None else \
+            self.changed(comp, base[0], old["bucket_uses"])
+        if old is not None:
+            per_bucket = list(zip(old["bucket_rel_errors"], old["bucket_cos"], strict=True))
+            cand, anchor = list(old["bucket_ms"]), list(old["bucket_anchor_ms"])
+            uses = [list(u) for u in old["bucket_uses"]]
         else:
-            stats = time_many({k: ([c], 0) for k, c in calls.items()},
-                              budget_s=self.seconds, min_rounds=2, max_rounds=50)
-        cand = [stats[f"cand{j}"].median_ms for j in range(len(self.batches))]
-        anchor = [stats[f"anchor{j}"].median_ms for j in range(len(self.batches))]
+            per_bucket, cand, anchor = [(0.0, 1.0)] * n, [0.0] * n, [0.0] * n
+            uses = [[j] for j in range(n)]
+        if measure:
+            model = self.model(comp, measure)
+            index = {b: i for i, b in enumerate(self.buckets)}
+            for j in measure:  # the accuracy checks are also the warm-up (packing)
+                model.used_buckets()
+                (per_bucket[j],) = self.accuracy(model, [j])
+                _forward(model, self.batches[j])
+                uses[j] = sorted(index[b] for b in model.used_buckets() if b in index)
+            calls = {f"{side}{j}": partial(_forward, m, self.batches[j]) for j in measure
+                     for side, m in (("cand", model), ("anchor", self.anchor))}
+            if self.on == "cuda":
+                stats = time_many_cuda({k: [c] for k, c in calls.items()},
+                                       budget_s=self.seconds, min_rounds=2, max_rounds=50)
+            else:
+                stats = time_many({k: ([c], 0) for k, c in calls.items()},
+                                  budget_s=self.seconds, min_rounds=2, max_rounds=50)
+            for j in measure:
+                cand[j], anchor[j] = stats[f"cand{j}"].median_ms, stats[f"anchor{j}"].median_ms
         ratios = [c / a for c, a in zip(cand, anchor, strict=True)]
         return {"ratio": math.prod(ratios) ** (1.0 / len(ratios)), "bucket_ratios": ratios,
-                "ms": sum(cand), "anchor_ms": sum(anchor),
-                "rel_error": rel, "pooler_cos": cos,
-                "bucket_violations": [self.violation(r, c) for r, c in per_bucket]}
+                "ms": sum(cand), "anchor_ms": sum(anchor), "bucket_ms": cand,
+                "bucket_anchor_ms": anchor, "bucket_uses": uses,
+                "bucket_rel_errors": [r for r, _ in per_bucket],
+                "bucket_cos": [c for _, c in per_bucket],
+                "rel_error": max(r for r, _ in per_bucket),
+                "pooler_cos": min(c for _, c in per_bucket),
+                "bucket_violations": [self.violation(r, c) for r, c in per_bucket],
+                "measured_buckets": len(measure)}
 
     def share_layout(self, comp: Composition, kind: str,
                      per_precision: bool = False) -> Composition | None:
@@ -239,7 +293,8 @@ class Composer:
         pooler) moves."""
         choice = {k: list(v) for k, v in comp.choice.items()}
         layers = dict(comp.layers)
-        model = self.model(comp) if any(KINDS[k].per_layer for k in self.candidates) else None
+        model = self.model(comp, buckets) \
+            if any(KINDS[k].per_layer for k in self.candidates) else None
         moved = False
         for j in range(len(self.buckets)) if buckets is None else buckets:
             bucket = self.buckets[j]
@@ -370,6 +425,18 @@ def seed_compositions(composer: Composer) -> list[dict[str, Any]]:
     return seeds
 
 
+def predicted_ratio(composer: Composer, params: dict[str, Any]) -> float:
+    """What the per-op timings predict for a composition's objective: per bucket its ops'
+    per-op times over the winners', geometric mean over buckets."""
+    def ms(b: Bucket, chosen: bool) -> float:
+        return sum(KINDS[k].count(composer.arch) * composer.entry(
+            k, b, int(params[_param(k, b)]) if chosen else 0)["cand_ms"]
+            for k in composer.candidates)
+
+    ratios = [ms(b, True) / max(ms(b, False), 1e-12) for b in composer.buckets]
+    return math.prod(ratios) ** (1.0 / len(ratios))
+
+
 def run_composition(storage: optuna.storages.BaseStorage, composer: Composer, trials: int,
                     seed: int | None, progress: Callable[[str], None]) -> dict[str, Any]:
     """Search compositions, step back if needed, store and return the winner."""
@@ -383,6 +450,11 @@ def run_composition(storage: optuna.storages.BaseStorage, composer: Composer, tr
         study.set_user_attr(k, v)
     if not study.trials:
         for seed_params in seed_compositions(composer):
+            guess = predicted_ratio(composer, seed_params)
+            if guess > SEED_SLACK:
+                progress(f"seed not tried: its per-op times add up to {guess:.1f}× the per-op "
+                         "winners'")
+                continue
             study.enqueue_trial(seed_params)
     live = Liveness(study, storage)  # shared databases: a dead worker's trial is retried
     live.fail_dead()
@@ -413,15 +485,16 @@ def run_composition(storage: optuna.storages.BaseStorage, composer: Composer, tr
         # the ops that cost the error; ship that unless a feasible trial is faster still.
         # Stepping back only adds precision, so it stops once slower than a feasible trial
         # by more than noise (real MiniLM: 11 steps to 1.10× where a feasible seed was 1.03×).
-        res = composer.evaluate(comp)
+        res = dict(fastest.user_attrs) if "bucket_uses" in fastest.user_attrs \
+            else composer.evaluate(comp)
         while composer.violation(res["rel_error"], res["pooler_cos"]) > 0:
             if best is not None and res["ratio"] > (best.value or 0.0) * (1 + NOISE):
                 progress(f"stepping back stopped: {res['ratio']:.2f}× the per-op winners, "
                          f"slower than composition {best.number + 1} ({best.value:.2f}×)")
                 break
             over = [j for j, v in enumerate(res["bucket_violations"]) if v > 0]
-            comp, steps = composer.step_back(comp, over), steps + 1
-            res = composer.evaluate(comp)
+            stepped = composer.step_back(comp, over)
+            comp, res, steps = stepped, composer.evaluate(stepped, (comp, res)), steps + 1
             progress(f"stepped back to higher precision ({steps}): error {res['rel_error']:.1e}, "
                      f"{res['ratio']:.2f}× the per-op winners")
         if best is not None and (best.value or float("inf")) < res["ratio"]:
@@ -435,7 +508,7 @@ def run_composition(storage: optuna.storages.BaseStorage, composer: Composer, tr
             alt = composer.share_layout(comp, kind, per_precision)
             if alt is None:
                 continue
-            alt_res = composer.evaluate(alt)
+            alt_res = composer.evaluate(alt, (comp, res))
             if composer.violation(alt_res["rel_error"], alt_res["pooler_cos"]) <= 0 and \
                     alt_res["ratio"] <= res["ratio"] * (1 + NOISE):
                 comp, res = alt, alt_res

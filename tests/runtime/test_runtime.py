@@ -281,6 +281,22 @@ def test_dispatch_is_resolved_once_per_shape_and_stays_bounded(
     assert torch.equal(model(**inputs).last_hidden_state, first)
 
 
+def test_a_model_tells_which_buckets_its_calls_ran() -> None:
+    """used_buckets names the buckets whose choices the calls since its last call ran: a
+    2x9 batch runs the 2x16 bucket's ops, a 1x4 batch the 1x8 bucket's (every kind), and
+    asking again without a call names none."""
+    hf = _hf()
+    cfg = make_config(TINY, choices(F32_GEMM, "float32"), [(1, 8), (2, 16)])
+    model = TunedBert(TINY, hf.state_dict(), parse_config(cfg))
+    model(**_inputs(batch=2, seq=9))
+    assert model.used_buckets() == {Bucket(2, 16)}
+    ids = torch.randint(0, TINY.vocab_size, (1, 4))
+    model(input_ids=ids)
+    model(input_ids=ids)
+    assert model.used_buckets() == {Bucket(1, 8)}
+    assert model.used_buckets() == set()
+
+
 def test_nearest_bucket_per_op_kind() -> None:
     cfg = parse_config(make_config(TINY, choices(F32_GEMM, "float32"),
                                    [(1, 64), (8, 16), (32, 16)]))

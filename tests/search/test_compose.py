@@ -62,7 +62,7 @@ def _composer(ranked: dict[str, list[dict]], device: str = "cpu",
     composer.resolved = ResolvedModel("tiny-bert", TINY, "builtin")
     # no model behind it: a layer's own error is the sum of its ops' per-op errors (layer 1
     # a little worse, to break ties)
-    composer.model = lambda comp: comp  # type: ignore[method-assign, assignment, return-value]
+    composer.model = lambda comp, buckets=None: comp  # type: ignore[method-assign, assignment]
 
     def layer_errors(comp: Composition, j: int) -> list[float]:
         return [sum(composer.entry(k, composer.buckets[j], comp.index(k, j, n))["rel_error"]
@@ -227,7 +227,7 @@ def _costed(first: list[dict], second: list[dict], threads: float,
     composer.config = lambda comp: {"choice": comp.choice}  # type: ignore[method-assign]
     evaluated: list[Composition] = []
 
-    def evaluate(comp: Composition) -> dict:
+    def evaluate(comp: Composition, base: object = None) -> dict:
         evaluated.append(comp)
         per = [COST[p] for j in range(2) for n in range(2)
                for p in _precisions(composer, comp, j, n).values()]
@@ -279,7 +279,7 @@ def test_buckets_share_a_weight_layout_when_it_costs_no_more_than_noise(
     composer.lengths_desc, composer.accuracy_desc, composer.tol = "fixed", "random ids", 0.02
     composer.config = lambda comp: {"choice": comp.choice}
 
-    def evaluate(comp: Composition) -> dict:
+    def evaluate(comp: Composition, base: object = None) -> dict:
         small = composer.entry("ffn_up", B, comp.choice["ffn_up"][0])["params"]["impl"]
         ratio = (1.0 if small == "aten_t" else shared_cost) * (1.2 if comp.threads else 1.0)
         return {"ratio": ratio, "bucket_ratios": [ratio] * 2, "ms": ratio, "anchor_ms": 1.0,
@@ -334,7 +334,7 @@ def test_the_study_shares_a_layout_per_precision_when_sharing_one_costs_too_much
     composer.lengths_desc, composer.accuracy_desc, composer.tol = "fixed", "random ids", 0.02
     composer.config = lambda comp: {"choice": comp.choice}  # type: ignore[method-assign]
 
-    def evaluate(comp: Composition) -> dict:
+    def evaluate(comp: Composition, base: object = None) -> dict:
         engines = [composer.entry("ffn_down", b, i)["params"].get("qengine")
                    for b, i in zip(composer.buckets, comp.choice["ffn_down"], strict=True)]
         ratio = {("fbgemm", "onednn", None): 1.0, ("onednn", "onednn", None): 1.01}.get(
@@ -469,10 +469,13 @@ def test_every_bucket_counts_alike_in_the_objective(monkeypatch: pytest.MonkeyPa
         def __call__(self, bucket: int) -> None:
             ran.append((self.name, bucket))
 
+        def used_buckets(self) -> set[Bucket]:
+            return set()
+
     composer.batches = [{"bucket": 0}, {"bucket": 1}]  # type: ignore[dict-item]
     composer.anchor = Model("anchor")  # type: ignore[assignment]
-    composer.model = lambda comp: Model("cand")  # type: ignore[assignment, return-value]
-    composer.accuracy = lambda model: [(0.01, 1.0), (0.01, 1.0)]  # type: ignore[method-assign]
+    composer.model = lambda comp, buckets: Model("cand")  # type: ignore[assignment, return-value]
+    composer.accuracy = lambda model, buckets: [(0.01, 1.0)]  # type: ignore[method-assign]
     composer.on, composer.seconds = "cpu", 0.1
     ms = {"cand0": 1.0, "anchor0": 2.0, "cand1": 1000.0, "anchor1": 900.0}
 
@@ -508,3 +511,79 @@ def test_stepping_back_stops_once_slower_than_a_feasible_trial(tmp_path: Path) -
     # three trials, the fastest evaluated again, one step back (0.96x > 0.8x): then stop
     assert len(evaluated) == 5
     assert any("stepping back stopped" in s for s in said)
+
+
+def test_only_what_a_change_can_move_is_measured_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Evaluated against a base, a composition is built, checked and timed only in the
+    bucket whose choice changed and in the bucket whose batch ran that bucket's choices
+    (short inputs padded to their longest fall in a smaller bucket); the third bucket keeps
+    the base's figures. A different layout measures every bucket again."""
+    import autotune.search.compose as compose
+    from autotune.measure.timing import Stats
+
+    b3 = Bucket(8, 8)
+    composer = _composer({"ffn_up": [_entry(BF16, 0.003), _entry(FP32, 0.0)]},
+                         second={"ffn_up": [_entry(BF16, 0.003), _entry(FP32, 0.0)]})
+    composer.buckets.append(b3)
+    composer.candidates["ffn_up"][b3] = [_entry(BF16, 0.003), _entry(FP32, 0.0)]
+    runs = {0: {B}, 1: {B}, 2: {b3}}  # bucket 1's batch runs bucket 0's choices
+    built: list[list[int] | None] = []
+
+    class Model:
+        def __init__(self) -> None:
+            self.used: set[Bucket] = set()
+
+        def __call__(self, bucket: int) -> None:
+            self.used |= runs[bucket]
+
+        def used_buckets(self) -> set[Bucket]:
+            used, self.used = self.used, set()
+            return used
+
+    def model(comp: Composition, buckets: list[int] | None = None) -> Model:
+        built.append(buckets)
+        return Model()
+
+    composer.batches = [{"bucket": j} for j in range(3)]  # type: ignore[misc]
+    composer.anchor = Model()  # type: ignore[assignment]
+    composer.model = model  # type: ignore[assignment, method-assign]
+    composer.accuracy = lambda m, buckets: [(0.01, 1.0)]  # type: ignore[method-assign]
+    composer.on, composer.seconds = "cpu", 0.1
+    timed: list[set[str]] = []
+
+    def time_many(sides: dict, **_: object) -> dict[str, Stats]:
+        timed.append(set(sides))
+        return {name: Stats(2.0 if name.startswith("cand") else 4.0, 0.0, 5) for name in sides}
+
+    monkeypatch.setattr(compose, "time_many", time_many)
+    base = composer.winners()
+    base_res = composer.evaluate(base)
+    assert base_res["bucket_uses"] == [[0], [0], [2]] and base_res["measured_buckets"] == 3
+    base_res["bucket_ms"][2] = 3.0  # what bucket 2 measured then, and keeps
+    changed = replace(base, choice={"ffn_up": (1, 0, 0)})
+    res = composer.evaluate(changed, (base, base_res))
+    assert built[-1] == [0, 1] and timed[-1] == {"cand0", "anchor0", "cand1", "anchor1"}
+    assert res["bucket_ms"] == [2.0, 2.0, 3.0] and res["measured_buckets"] == 2
+    assert res["ratio"] == pytest.approx((0.5 * 0.5 * 0.75) ** (1 / 3))
+    res = composer.evaluate(replace(base, choice={"ffn_up": (0, 0, 1)}), (base, base_res))
+    assert built[-1] == [2] and res["bucket_ms"][:2] == base_res["bucket_ms"][:2]
+    assert composer.evaluate(replace(base, pad_to_multiple=8), (base, base_res))[
+        "measured_buckets"] == 3
+
+
+def test_seeds_the_per_op_times_call_much_slower_are_not_tried(tmp_path: Path) -> None:
+    """Where the per-op studies timed bfloat16 GEMMs at 4x float32 (a CPU without bfloat16
+    units), the all-bfloat16 seed is not spent a trial on; the float32 one is."""
+    from autotune.search.compose import predicted_ratio, run_composition, seed_compositions
+
+    fp32, bf16 = dict(_entry(FP32, 0.0), cand_ms=1.0), dict(_entry(BF16, 0.004), cand_ms=4.0)
+    composer, evaluated = _costed([fp32, bf16], [fp32, bf16], threads=1.0)
+    seeds = seed_compositions(composer)
+    guesses = sorted(predicted_ratio(composer, s) for s in seeds)
+    assert guesses[0] == pytest.approx(1.0) and guesses[-1] == pytest.approx(4.0)
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'c.sqlite3'}")
+    said: list[str] = []
+    run_composition(storage, composer, len(seeds) - 1, 0, said.append)  # the seeds tried
+    assert not any(_precisions(composer, c, j)["ffn_down"] == "bfloat16"
+                   for c in evaluated for j in range(2))
+    assert any("seed not tried" in s and "4.0×" in s for s in said)
