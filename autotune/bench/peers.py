@@ -26,6 +26,7 @@ class Peer:
     run: RunFn
     note: str = ""
     keep: list[object] = field(default_factory=list)  # what holds its weights alive
+    tier: str | None = None  # the precision it computes in, where not the one its name says
 
 
 class PeerUnavailable(Exception):
@@ -160,13 +161,22 @@ def _openvino(name: str, base: torch.nn.Module, tmp: Path, calibration: Sequence
         "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": torch.get_num_threads(),
         "INFERENCE_PRECISION_HINT": precision})
     request = compiled.create_infer_request()
+    ran = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+    tier = None
+    if ran != precision and name != "openvino-int8":
+        note = f"OpenVINO CPU, {precision} asked but {ran} run, latency hint"
+        tier = {"f32": "float32", "bf16": "bfloat16"}.get(ran)
+    elif ran == "bf16" and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        # a Xeon exposing neither AMX nor AVX-512 BF16: OpenVINO 2026.4 still runs bf16,
+        # 26x slower than its f32 at 1x16
+        note += " (this CPU has no bf16 instructions: OpenVINO emulates them)"
 
     def run(batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         out = request.infer({k: v.numpy() for k, v in batch.items()})
         hidden, pooled = (out[compiled.output(i)] for i in range(2))
         return torch.from_numpy(hidden.copy()).float(), torch.from_numpy(pooled.copy()).float()
 
-    return Peer(name, run, note, [compiled, request])
+    return Peer(name, run, note, [compiled, request], tier)
 
 
 def _nncf_int8(model: Any, calibration: Sequence[Batch]) -> Any:

@@ -239,7 +239,8 @@ def _bench_bucket(bucket: Bucket, peers: list[Peer], hf: torch.nn.Module, arch: 
              "rel_error": acc[p.name][0], "min_pooler_cos": acc[p.name][1],
              "weights_mb": weights_mb.get(p.name), "peak_mb": peak[p.name],
              "real_tokens": int(batch["attention_mask"].sum()),
-             "padded_to": int(batch["input_ids"].shape[1])} for p in peers]
+             "padded_to": int(batch["input_ids"].shape[1]),
+             **({"tier": p.tier} if p.tier else {})} for p in peers]
 
 
 def config_tier(cfg: TunedConfig) -> str:
@@ -260,7 +261,7 @@ def best_per_tier(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, A
     tuned = {r["bucket"]: r for r in rows if r["peer"] == "tuned"}
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for r in rows:
-        tier = PEER_TIERS.get(r["peer"])
+        tier = r.get("tier") or PEER_TIERS.get(r["peer"])
         if tier is None or r["bucket"] not in tuned:
             continue
         best = out.setdefault(tier, {}).get(r["bucket"])
@@ -319,6 +320,9 @@ def _print_table(result: dict[str, Any], console: Console) -> None:
         console.print(_tier_table(result))
     if result.get("text_quality"):
         console.print(_text_table(result["text_quality"], result["texts"]))
+    for name, note in result["notes"].items():
+        if note:
+            console.print(f"{name}: {note}")
     for name, why in result["skipped"].items():
         console.print(f"skipped {name}: {why}")
 

@@ -12,6 +12,7 @@ import torch
 from rich.console import Console
 from sqlalchemy import create_engine, text
 
+from autotune.bench import PEER_TIERS
 from autotune.bench.lengths import calibration_texts, make_batch, parse_lengths
 from autotune.bench.peers import PeerUnavailable
 from autotune.bench.run import BenchOptions, default_shapes, run_bench
@@ -62,9 +63,16 @@ def test_bench_runs_every_contender_and_stores_results(tiny_model_dir: Path, con
     assert "it ÷ tuned" in log
     # per tier, the fastest peer of that tier against the tuned model (a bfloat16 config)
     assert result["tier"] == "bfloat16" and "per precision tier" in log
-    for tier, peers in (("float32", ("eager", "sdpa", "compile", "onnxruntime", "openvino")),
-                        ("bfloat16", ("sdpa-bf16", "openvino-bf16")),
-                        ("int8", ("onnxruntime-int8", "openvino-int8"))):
+    # what each contender is, said under the table; OpenVINO bf16 on a CPU without bf16
+    # instructions (a Xeon exposing neither AMX nor AVX-512 BF16) is emulated, and says so
+    import openvino as ov
+
+    has_bf16 = "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    assert "openvino: OpenVINO CPU, f32 inference precision" in log
+    assert has_bf16 != ("openvino-bf16: OpenVINO CPU, bf16 inference precision, latency hint "
+                        "(this CPU has no bf16 instructions" in log)
+    for tier in ("float32", "bfloat16", "int8"):
+        peers = [p for p in against if (rows[p].get("tier") or PEER_TIERS[p]) == tier]
         best = min(peers, key=lambda p: rows[p]["median_ms"])
         got = result["tiers"][tier]["b2s16"]
         assert got["peer"] == best and got["median_ms"] == rows[best]["median_ms"]
@@ -317,3 +325,19 @@ def test_a_config_is_in_the_tier_of_its_lowest_gemm_precision(tmp_path: Path) ->
     one_layer["ops"]["ffn_down"].append({**one_layer["ops"]["ffn_down"][0], "layers": [1],
                                          "variant": int8.pop("variant"), "params": int8})
     assert tier(one_layer) == "int8"  # one layer's int8 op puts the config in the int8 tier
+
+
+def test_a_peer_counts_in_the_tier_it_ran_in() -> None:
+    """OpenVINO falls back to float32 where it cannot run bf16 (CPUs without AVX-512): its
+    openvino-bf16 row then says float32 and competes in that tier, not in bfloat16's."""
+    from autotune.bench.run import best_per_tier
+
+    def row(peer: str, ms: float, **extra: str) -> dict:
+        return {"bucket": "b1s8", "peer": peer, "median_ms": ms, "rel_error": 0.0, **extra}
+
+    rows = [row("tuned", 10.0), row("sdpa-bf16", 12.0), row("eager", 20.0),
+            row("openvino-bf16", 8.0, tier="float32")]
+    tiers = best_per_tier(rows)
+    assert tiers["float32"]["b1s8"]["peer"] == "openvino-bf16"
+    assert tiers["bfloat16"]["b1s8"]["peer"] == "sdpa-bf16"
+    assert tiers["float32"]["b1s8"]["tuned_over_peer"] == pytest.approx(1.25)
