@@ -82,15 +82,27 @@ def int8_linear(weights: Tensors, params: Mapping[str, Value], rows: int,
     )
 
 
+def int8_token_linear(weights: Tensors, params: Mapping[str, Value], rows: int,
+                      epilogue: str = "none", prefix: str = "") -> Linear:
+    """The ``int8_token`` variants' linear layer: int8 weights per output channel, activations
+    quantized per token at each call, s8×s8 GEMM."""
+    return make_linear(
+        weights[f"{prefix}weight"], weights[f"{prefix}bias"], precision="int8_token",
+        rows=rows, epilogue=epilogue, row_block=int(params.get("row_block", 0)),
+    )
+
+
 LinearMaker = Callable[..., Linear]
 GemmBuilder = Callable[[Tensors, Mapping[str, Value], BertArch, Bucket, LinearMaker], OpFn]
 
 
 def gemm_variants(kind: str, build: GemmBuilder) -> None:
-    """Register a GEMM kind's CPU variants, ``dense`` and ``int8_dynamic``: ``build`` gets the
-    variant's linear-layer maker, called as ``linear(weights, params, rows, epilogue, prefix)``."""
+    """Register a GEMM kind's CPU variants, ``dense``, ``int8_dynamic`` and ``int8_token``:
+    ``build`` gets the variant's linear-layer maker, called as
+    ``linear(weights, params, rows, epilogue, prefix)``."""
     for name, linear, precision in (("dense", dense_linear, None),
-                                    ("int8_dynamic", int8_linear, _int8)):
+                                    ("int8_dynamic", int8_linear, _int8),
+                                    ("int8_token", int8_token_linear, _int8)):
         variant(kind, name, precision=precision)(partial(_with_linear, build, linear))
 
 

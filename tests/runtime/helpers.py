@@ -14,6 +14,7 @@ F32_GEMM = {"variant": "dense", "precision": "float32", "impl": "onednn_packed",
 BF16_GEMM = {"variant": "dense", "precision": "bfloat16", "impl": "aten_t", "threads": 1}
 INT8_GEMM = {"variant": "int8_dynamic", "qengine": "x86", "granularity": "per_channel",
              "reduce_range": False, "threads": 1}
+INT8_TOKEN_GEMM = {"variant": "int8_token", "threads": 1}
 
 
 def choices(gemm: dict[str, Any], precision: str) -> dict[str, dict[str, Any]]:

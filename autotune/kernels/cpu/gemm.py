@@ -2,8 +2,9 @@
 
 The levers are real ones on x86: the GEMM library and weight layout (aten on (N,K) weights,
 addmm on a transposed (K,N) copy, MKL-packed or oneDNN-packed blocked weights), the
-precision (float32, bfloat16 — AMX where the CPU has it — or dynamic int8), where the epilogue
-runs (oneDNN post-op or a separate pass) and row blocking (M split into chunks).
+precision (float32, bfloat16 — AMX where the CPU has it — or int8: activations quantized per
+call, per tensor by a quantized engine or per token), where the epilogue runs (oneDNN
+post-op or a separate pass) and row blocking (M split into chunks).
 """
 
 from __future__ import annotations
@@ -142,6 +143,42 @@ def _int8_dynamic_2d(
     return run
 
 
+def _int8_token_2d(
+    weight: torch.Tensor, bias: torch.Tensor | None, epilogue: str,
+) -> Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]:
+    """int8 with one activation scale per token (row), computed at each call, and one weight
+    scale per output channel; s8×s8→s32 through ``torch._int_mm`` (VNNI / AMX-INT8 in oneDNN).
+
+    Per-token scales need no calibration and keep what per-tensor scales lose on real
+    weights: BERT's few tokens with outlier activations (CLS, SEP, punctuation) no longer set
+    the scale of every other token in the batch. On all-MiniLM-L6-v2 with every encoder GEMM
+    in int8, the worst sentence's embedding cosine went from 0.952 (per tensor) to 0.992.
+    """
+    def prepare() -> dict[str, torch.Tensor]:
+        w = weight.detach().float()
+        scale = (w.abs().amax(dim=1) / 127.0).clamp_min(1e-12)
+        q = torch.round(w / scale[:, None]).to(torch.int8)
+        b = torch.zeros(w.shape[0]) if bias is None else bias.detach().float()
+        return {"weight_kn": q.t().contiguous(), "scale": scale, "bias": b}
+
+    sources = (weight,) if bias is None else (weight, bias)
+    packed = derived(sources, ("int8_token",), prepare)
+    w_kn, w_scale, b = packed["weight_kn"], packed["scale"], packed["bias"]
+
+    def run(x: torch.Tensor, o: torch.Tensor | None) -> torch.Tensor:
+        x = x.float()
+        # Two reductions read x twice but write nothing: faster than x.abs().amax() (a
+        # written copy) or aminmax (3x slower) at 1,024 x 3,072 on a Xeon.
+        s = torch.maximum(x.amax(dim=1, keepdim=True), x.amin(dim=1, keepdim=True).neg_())
+        s = s.clamp_min_(1e-12).div_(127.0)  # an all-zero row gets a scale, not a NaN
+        q = torch.div(x, s).round_().to(torch.int8)  # |x / s| <= 127: no clamp needed
+        # int32 into mul promotes in a slow loop (2.7x slower at 1,024 x 3,072): float first.
+        y = torch._int_mm(q, w_kn).float().mul_(s)
+        return _epilogue(torch.addcmul(b, y, w_scale, out=y), epilogue, o)
+
+    return run
+
+
 def make_linear(
     weight: torch.Tensor,
     bias: torch.Tensor | None,
@@ -158,7 +195,8 @@ def make_linear(
 ) -> Linear:
     """Prepare ``weight`` (N, K) and ``bias`` (N,) for calls on ``rows`` rows at a time.
 
-    ``precision`` is ``float32``, ``bfloat16`` or ``int8_dynamic``; ``row_block`` > 0 splits
+    ``precision`` is ``float32``, ``bfloat16``, ``int8_dynamic`` (per-tensor activations, a
+    quantized engine) or ``int8_token`` (per-token activations); ``row_block`` > 0 splits
     the rows into chunks of that many; ``fuse_epilogue`` runs the epilogue as a oneDNN
     post-op (``impl="onednn_packed"`` only).
     """
@@ -177,6 +215,8 @@ def make_linear(
     into: Callable[[torch.Tensor, torch.Tensor], None] | None = None
     if precision == "int8_dynamic":
         core = _int8_dynamic_2d(weight, bias, qengine, per_channel, reduce_range, epilogue)
+    elif precision == "int8_token":
+        core = _int8_token_2d(weight, bias, epilogue)
     elif precision in ("float32", "bfloat16"):
         dtype = torch.float32 if precision == "float32" else torch.bfloat16
         core = _dense_2d(weight, bias, impl, dtype, min(chunk, rows), epilogue, fuse_epilogue)
@@ -185,7 +225,7 @@ def make_linear(
     else:
         raise ValueError(f"unknown precision {precision!r}")
     n, k = weight.shape
-    contiguous = impl in ("mkl_packed", "onednn_packed") or precision == "int8_dynamic"
+    contiguous = impl in ("mkl_packed", "onednn_packed") or precision.startswith("int8")
 
     def run(x: torch.Tensor, other: torch.Tensor | None = None) -> torch.Tensor:
         if x.dim() == 2 and chunk >= x.shape[0] and not contiguous:
