@@ -95,21 +95,29 @@ def _enqueue_first(study: optuna.Study, space: Space, policy: LoopPolicy, pool: 
             waiting.add(key)
 
 
-def tier_seeds(space: Space, configs: list[Params]) -> list[Params]:
-    """For each precision the space can run besides its baseline's, the legal config nearest
-    the baseline in that precision (none for kinds without registered variants). The
-    model-level study steps ops back one precision at a time (bfloat16 before float32), so
-    a study's last trials go to the precisions it has no feasible config of yet."""
+def _tier(space: Space, params: Params) -> tuple[str, str]:
+    """A config's precision and the variant computing in it: int8 per tensor and per token
+    are two tiers, one may hold the tolerance on real activations where the other does not."""
     from autotune.ops.registry import precision_of
 
+    return precision_of(space.kind, space.device, params), str(params.get("variant"))
+
+
+def tier_seeds(space: Space, configs: list[Params]) -> list[Params]:
+    """For each (precision, variant) the space can run besides its baseline's, the legal
+    config nearest the baseline in it (none for kinds without registered variants). The
+    model-level study steps ops back one precision at a time (bfloat16 before float32), so
+    a study's last trials go to the tiers it has no feasible config of yet: a study whose
+    trials all went to one int8 scheme (real MiniLM: per tensor, over the bound in ffn_up)
+    still measures the other."""
     baseline = space.baseline or {}
     try:
-        base = precision_of(space.kind, space.device, baseline)
+        base = _tier(space, baseline)
     except KeyError:
         return []
-    nearest: dict[str, tuple[int, Params]] = {}
+    nearest: dict[tuple[str, str], tuple[int, Params]] = {}
     for c in configs:
-        tier, d = precision_of(space.kind, space.device, c), distance(c, baseline)
+        tier, d = _tier(space, c), distance(c, baseline)
         if tier != base and (tier not in nearest or d < nearest[tier][0]):
             nearest[tier] = (d, c)
     return [c for _, c in nearest.values()]
@@ -117,12 +125,9 @@ def tier_seeds(space: Space, configs: list[Params]) -> list[Params]:
 
 def _missing_tiers(study: optuna.Study, space: Space, tiers: list[Params], tol: float,
                    seen: set[str]) -> list[Params]:
-    """The tier configs whose precision has no feasible trial yet (and not tried)."""
-    from autotune.ops.registry import precision_of
-
-    have = {precision_of(space.kind, space.device, t.params) for t in _ranked(study, tol)}
-    return [c for c in tiers if precision_of(space.kind, space.device, c) not in have
-            and params_key(c) not in seen]
+    """The tier configs whose tier has no feasible trial yet (and not tried)."""
+    have = {_tier(space, t.params) for t in _ranked(study, tol)}
+    return [c for c in tiers if _tier(space, c) not in have and params_key(c) not in seen]
 
 
 def run_trials(study: optuna.Study, space: Space, ctx: dict[str, Any], policy: LoopPolicy,

@@ -120,6 +120,21 @@ def test_step_back_moves_the_least_precise_op_of_the_worst_layer_up() -> None:
         composer.step_back(comp)
 
 
+def test_step_back_tries_a_more_accurate_config_of_the_same_precision_first() -> None:
+    """int8 per tensor (fast, error 0.04) steps to int8 per token (error 0.015) before it
+    leaves int8; a same-precision config that is barely more accurate is no step."""
+    token = {"variant": "int8_token"}
+    composer = _composer({"ffn_up": [_entry(INT8, 0.04), _entry(INT8, 0.03),
+                                     _entry(token, 0.015), _entry(BF16, 0.003),
+                                     _entry(FP32, 0.0)]})
+    comp = composer.winners()
+    seen = []
+    for _ in range(4):  # layer by layer (the worse layer first), as every step goes
+        comp = composer.step_back(comp)
+        seen.append(tuple(comp.index("ffn_up", 0, n) for n in range(TINY.num_hidden_layers)))
+    assert seen == [(0, 2), (2, 2), (2, 3), (3, 3)]
+
+
 def test_kinds_outside_the_layer_step_back_as_a_whole() -> None:
     composer = _composer({"pooler": [_entry(INT8, 0.02), _entry(BF16, 0.004)],
                           "ffn_up": [_entry(FP32, 0.0)]})

@@ -295,8 +295,9 @@ def test_warm_started_studies_stop_once_they_stop_improving(tmp_path: Path,
 def test_a_study_measures_a_config_of_every_precision(tmp_path: Path,
                                                       tiny_model_dir: Path) -> None:
     """Stepping back goes one precision up (int8 → bfloat16 → float32): every study ends
-    with a measured config of each, whatever the sampler drew (the budget's last trials go
-    to the legal config nearest the baseline of each precision still missing)."""
+    with a measured config of each, and of each variant computing in it (int8 per tensor
+    and per token), whatever the sampler drew (the budget's last trials go to the legal
+    config nearest the baseline of each tier still missing)."""
     from autotune.ops.registry import precision_of
     from autotune.search.loop import distance, tier_seeds
 
@@ -304,19 +305,22 @@ def test_a_study_measures_a_config_of_every_precision(tmp_path: Path,
     configs = list(space.configs(space_context("ffn_up", TINY, Bucket(2, 8))))
     assert space.baseline is not None
     seeds = tier_seeds(space, configs)
-    assert sorted(precision_of("ffn_up", "cpu", s) for s in seeds) == ["bfloat16", "int8"]
+    def tier(p: dict) -> tuple[str, object]:
+        return precision_of("ffn_up", "cpu", p), p["variant"]
+
+    assert sorted(tier(s) for s in seeds) == [
+        ("bfloat16", "dense"), ("int8", "int8_dynamic"), ("int8", "int8_token")]
     for s in seeds:
-        tier = precision_of("ffn_up", "cpu", s)
         assert s in configs and distance(s, space.baseline) == min(
-            distance(c, space.baseline) for c in configs
-            if precision_of("ffn_up", "cpu", c) == tier)
+            distance(c, space.baseline) for c in configs if tier(c) == tier(s))
 
     opts = _opts(tmp_path, tiny_model_dir, ops=("ffn_up",), trials=4)
     _run(opts, tmp_path / "tuned.json")
     (study,) = _studies(opts)
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert {precision_of("ffn_up", "cpu", t.params) for t in done} >= {
-        "float32", "bfloat16", "int8"}
+    assert {tier(t.params) for t in done} == {
+        ("float32", "dense"), ("bfloat16", "dense"), ("int8", "int8_dynamic"),
+        ("int8", "int8_token")}
     assert len({params_key(t.params) for t in done}) == 4  # within the budget
 
     # a study that runs out of patience early measures them before it stops
@@ -326,5 +330,6 @@ def test_a_study_measures_a_config_of_every_precision(tmp_path: Path,
     (study,) = _studies(opts)
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len({params_key(t.params) for t in done}) < 30  # patience ended it
-    assert {precision_of("ffn_up", "cpu", t.params) for t in done} >= {
-        "float32", "bfloat16", "int8"}
+    assert {tier(t.params) for t in done} >= {
+        ("float32", "dense"), ("bfloat16", "dense"), ("int8", "int8_dynamic"),
+        ("int8", "int8_token")}
