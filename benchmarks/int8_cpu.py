@@ -7,11 +7,14 @@ Speed: one BERT-base GEMM shape per row (Q/K/V fused, FFN up, FFN down), each co
 rotating among 12 weight copies as the model's layers would (no hot cache), median of
 interleaved rounds:
 
-- ``bf16``: oneDNN-packed bfloat16 (what the search ships most),
+- ``f32``: oneDNN-packed float32 (every contender's time is given over its),
+- ``bf16``: oneDNN-packed bfloat16 (emulated, several times slower, where the CPU has no
+  bfloat16 instructions),
 - ``int8 dynamic``: ``quantized::linear_dynamic`` (fbgemm; the search's ``int8_dynamic``
   variant: activations quantized per call with one scale per tensor, float32 out),
-- ``int8 per token``: one activation scale per token, ``torch._int_mm`` (int8 x int8 ->
-  int32) and the rescale in torch ops,
+- ``int8 per token``: the search's ``int8_token`` variant (``make_linear(...,
+  precision="int8_token")``): one activation scale per token, ``torch._int_mm`` (int8 x int8
+  -> int32) and the rescale in torch ops,
 - ``int8 static``: oneDNN's ``qlinear_pointwise`` with a calibrated activation scale, the
   activation quantized in the call before it, bfloat16 out,
 - ``int8 static, u8 in``: the same GEMM fed an activation already in uint8 (the ceiling of
@@ -32,20 +35,11 @@ from pathlib import Path
 
 import torch
 
+from autotune.kernels.cpu import make_linear
 from autotune.measure.timing import time_many
 
 SHAPES = {"qkv_proj": (2304, 768), "ffn_up": (3072, 768), "ffn_down": (768, 3072)}
 COPIES = 12
-
-
-def per_token_int8(x: torch.Tensor, w_t: torch.Tensor, w_scale: torch.Tensor,
-                   bias: torch.Tensor) -> torch.Tensor:
-    """x (M, K) float32, w_t (K, N) int8, w_scale (N,): y = x·Wᵀ + b, activations quantized
-    with one scale per row."""
-    x_scale = x.abs().amax(dim=1, keepdim=True).clamp_min(1e-12) / 127.0
-    xq = (x / x_scale).round_().to(torch.int8)
-    # int32 into addcmul takes a slow type-promoting loop (12x on this CPU): float first
-    return torch.addcmul(bias, torch._int_mm(xq, w_t).float(), x_scale * w_scale)
 
 
 def _int8_weight(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -64,11 +58,14 @@ def contenders(rows: int, n: int, k: int) -> dict[str, list[Callable[[], object]
     x_scale = float(x.abs().max()) / 127  # "calibrated": this input's own range
     xq = torch.quantize_per_tensor(x, x_scale, 128, torch.quint8).int_repr()
     out: dict[str, list[Callable[[], object]]] = {
-        "bf16": [], "int8 dynamic": [], "int8 per token": [], "int8 static": [],
+        "f32": [], "bf16": [], "int8 dynamic": [], "int8 per token": [], "int8 static": [],
         "int8 static, u8 in": []}
     torch.backends.quantized.engine = "x86"
     for _ in range(COPIES):
         w, b = torch.randn(n, k) * 0.05, torch.randn(n) * 0.01
+        packed32 = torch.ops.mkldnn._reorder_linear_weight(w, rows)
+        out["f32"].append(partial(torch.ops.mkldnn._linear_pointwise, x, packed32, b, "none",
+                                  [], ""))
         packed = torch.ops.mkldnn._reorder_linear_weight(w.bfloat16(), rows)
         out["bf16"].append(partial(torch.ops.mkldnn._linear_pointwise, xb, packed,
                                    b.bfloat16(), "none", [], ""))
@@ -77,8 +74,7 @@ def contenders(rows: int, n: int, k: int) -> dict[str, list[Callable[[], object]
                                         torch.qint8)
         dyn = torch.ops.quantized.linear_prepack(qw, b)
         out["int8 dynamic"].append(partial(torch.ops.quantized.linear_dynamic, x, dyn, False))
-        wq, ws = _int8_weight(w)
-        out["int8 per token"].append(partial(per_token_int8, x, wq.t().contiguous(), ws, b))
+        out["int8 per token"].append(partial(make_linear(w, b, precision="int8_token"), x))
         static = partial(torch.ops.onednn.qlinear_pointwise, x_scale=x_scale, x_zero_point=128,
                          qw=torch.ops.onednn.qlinear_prepack(qw.int_repr(), [rows, k]),
                          w_scale=scales.float(), w_zero_point=torch.zeros(n, dtype=torch.long),
@@ -91,15 +87,16 @@ def contenders(rows: int, n: int, k: int) -> dict[str, list[Callable[[], object]
 
 
 def speed_table(rows_list: list[int], seconds: float, threads: int) -> None:
-    names = ["bf16", "int8 dynamic", "int8 per token", "int8 static", "int8 static, u8 in"]
+    names = ["f32", "bf16", "int8 dynamic", "int8 per token", "int8 static",
+             "int8 static, u8 in"]
     print(f"median µs per call over {COPIES} rotating weights, {threads} threads "
-          "(÷ bf16 in brackets: below 1 is faster)")
+          "(÷ f32 in brackets: below 1 is faster)")
     print(f"{'op':9} {'rows':>5} " + " ".join(f"{n:>20}" for n in names))
     for rows in rows_list:
         for kind, (n, k) in SHAPES.items():
             stats = time_many({name: (fns, 0) for name, fns in contenders(rows, n, k).items()},
                               budget_s=seconds, min_rounds=10, max_rounds=2000)
-            base = stats["bf16"].median_ms
+            base = stats["f32"].median_ms
             cells = [f"{1e3 * stats[name].median_ms:.0f} ({stats[name].median_ms / base:.2f}×)"
                      for name in names]
             print(f"{kind:9} {rows:5} " + " ".join(f"{c:>20}" for c in cells))
