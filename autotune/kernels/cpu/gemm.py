@@ -147,12 +147,14 @@ def _int8_token_2d(
     weight: torch.Tensor, bias: torch.Tensor | None, epilogue: str,
 ) -> Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]:
     """int8 with one activation scale per token (row), computed at each call, and one weight
-    scale per output channel; s8×s8→s32 through ``torch._int_mm`` (VNNI / AMX-INT8 in oneDNN).
+    scale per output channel; s8×s8→s32 through ``torch._int_mm``.
 
     Per-token scales need no calibration and keep what per-tensor scales lose on real
     weights: BERT's few tokens with outlier activations (CLS, SEP, punctuation) no longer set
     the scale of every other token in the batch. On all-MiniLM-L6-v2 with every encoder GEMM
-    in int8, the worst sentence's embedding cosine went from 0.952 (per tensor) to 0.992.
+    in int8 (110 texts, batches of 16), the worst sentence's embedding cosine is 0.992
+    against 0.987 for ``int8_dynamic`` per tensor; per GEMM the error on real activations is
+    0.008-0.025 against 0.010-0.054.
     """
     def prepare() -> dict[str, torch.Tensor]:
         w = weight.detach().float()
