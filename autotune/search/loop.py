@@ -106,8 +106,9 @@ def _tier(space: Space, params: Params) -> tuple[str, str]:
 def tier_seeds(space: Space, configs: list[Params]) -> list[Params]:
     """For each (precision, variant) the space can run besides its baseline's, the legal
     config nearest the baseline in it (none for kinds without registered variants). The
-    model-level study steps ops back one precision at a time (bfloat16 before float32), so
-    a study's last trials go to the tiers it has no feasible config of yet: a study whose
+    model-level study steps ops back one precision at a time (bfloat16 before float32), or
+    within one to a config with half the error, so a study's last trials go to the tiers it
+    has no feasible config of yet: a study whose
     trials all went to one int8 scheme (real MiniLM: per tensor, over the bound in ffn_up)
     still measures the other."""
     baseline = space.baseline or {}
