@@ -16,7 +16,7 @@ from autotune.errors import UserError
 from autotune.files import write_text_atomic
 from autotune.fingerprint import machine
 from autotune.models.bert import BertArch
-from autotune.runtime.config import config_dict, schema
+from autotune.runtime.config import STATIC_VARIANTS, config_dict, schema
 from autotune.storage.results import ranked_configs, trial_counts
 
 _SAMPLER = optuna.samplers.RandomSampler()  # loading a study needs a sampler; never used
@@ -37,9 +37,12 @@ def default_output(model: str, device: str) -> Path:
 
 
 def _best_of(study: optuna.Study, tol: float) -> dict[str, Any] | None:
-    """The re-measured winner if it was judged at this tolerance, else the best feasible trial."""
-    ranked = ranked_configs(study, tol, k=1)
-    return ranked[0] if ranked else None
+    """The re-measured winner if it was judged at this tolerance, else the best feasible
+    trial; not one that quantizes with a calibrated range (``int8_static``): only the
+    model-level study calibrates the model (its ranges go in its config), so a config made
+    from the per-op studies alone has none to ship."""
+    ranked = ranked_configs(study, tol, k=8)
+    return next((r for r in ranked if r["params"]["variant"] not in STATIC_VARIANTS), None)
 
 
 def matching_studies(storage: optuna.storages.BaseStorage, model: str, device: str,

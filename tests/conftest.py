@@ -44,11 +44,18 @@ KERNEL_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 def op_case(kind: str, arch: BertArch, bucket: Bucket, seed: int = 0, device: str = "cpu",
             ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], Any]:
     """Random weights and inputs of one op instance on ``device``, and the float32 reference
-    output computed there."""
+    output computed there. Kinds with a static int8 variant also get their input's range,
+    from another draw of 4x64 inputs (the calibration data)."""
+    from autotune.measure.run import CALIBRATION_DRAW
     from autotune.ops import op_spec
+    from autotune.ops.common import calibrated_inputs, input_range
 
     spec = op_spec(kind)
     gen = torch.Generator().manual_seed(seed)
     weights = {k: v.to(device) for k, v in spec.make_weights(arch, gen).items()}
     inputs = {k: v.to(device) for k, v in spec.make_inputs(arch, bucket, gen).items()}
+    calibrated = calibrated_inputs().get(kind)
+    if calibrated is not None:
+        calibration = spec.make_inputs(arch, CALIBRATION_DRAW, gen)[calibrated]
+        weights |= {k: v.to(device) for k, v in input_range(calibration).items()}
     return weights, inputs, spec.reference(weights, inputs, arch)

@@ -22,6 +22,7 @@ from autotune.measure.result import MeasureResult, MeasureTask, Status
 from autotune.measure.timing import time_interleaved, time_many_cuda
 from autotune.models.bert import BertArch, Bucket
 from autotune.ops import cast_inputs, get_variant, op_spec, rel_error
+from autotune.ops.common import calibrated_inputs, input_range
 from autotune.ops.registry import Output, Tensors
 
 
@@ -39,6 +40,10 @@ class Fixture:
 #: the outlier channels that break int8 differ between layers and grow with depth.
 REAL_LAYERS = 4
 
+
+#: The synthetic inputs static int8's ranges are calibrated on, whatever the bucket: a 1x16
+#: bucket's own 16 rows would give its ranges no margin over the check's draw.
+CALIBRATION_DRAW = Bucket(4, 64)
 
 _cache: dict[tuple[object, ...], Fixture] = {}
 
@@ -73,6 +78,11 @@ def _fixture(task: MeasureTask, arch: BertArch, bucket: Bucket) -> Fixture:
         gen = torch.Generator().manual_seed(task.seed + 10_000)
         timing_inputs = _to(spec.make_inputs(arch, bucket, gen), dev)
         check_inputs = _to(spec.make_inputs(arch, bucket, gen), dev)  # fresh values for the gate
+        calibrated = calibrated_inputs().get(task.kind)
+        if calibrated is not None:  # static int8's range, from a third draw (256 rows)
+            draw = spec.make_inputs(arch, CALIBRATION_DRAW, gen)[calibrated]
+            ranges = _to(input_range(draw), dev)
+            weights = [w | ranges for w in weights]
         with torch.no_grad():
             ref = spec.reference(weights[0], check_inputs, arch)
         real = _real_checks(task, arch, bucket, dev) if task.real_model else []
@@ -102,19 +112,20 @@ def _real_checks(task: MeasureTask, arch: BertArch, bucket: Bucket, dev: str,
     layers = sorted({round(i * (n - 1) / max(1, REAL_LAYERS - 1)) for i in range(REAL_LAYERS)})
     model = TunedBert(arch, state, None)  # no config: every op its float32 reference
     seen: dict[int, Tensors] = {}
-    run = model._run
 
-    def capture(kind: str, layer: int, b: int, s: int, inputs: Tensors) -> Output:
+    def capture(kind: str, layer: int, inputs: Tensors) -> None:
         if kind == task.kind and layer in layers:
             seen[layer] = {k: v.clone() for k, v in inputs.items()}
-        return run(kind, layer, b, s, inputs)
 
-    model._run = capture  # type: ignore[method-assign, assignment]
+    model.observe(capture)
     model(**batch)
     spec = op_spec(task.kind)
     checks = []
     for layer in layers:
         w, inputs = _to(model.weights[task.kind][layer], dev), _to(seen[layer], dev)
+        calibrated = calibrated_inputs().get(task.kind)
+        if calibrated is not None:  # static int8's range: this text's
+            w |= input_range(inputs[calibrated])
         checks.append((w, inputs, spec.reference(w, inputs, arch)))
     return checks
 

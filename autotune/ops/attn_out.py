@@ -36,7 +36,7 @@ def _build(w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Bucket,
     return build_residual_ln(w, p, arch, bucket, linear, "ctx")
 
 
-common.gemm_variants("attn_out", _build)
+common.gemm_variants("attn_out", _build, static_input="ctx")
 
 
 @variant("attn_out", "triton", cuda.DEVICE)

@@ -39,11 +39,13 @@ OUTLIER_SCALE = 6.0
 
 def hidden(arch: BertArch, bucket: Bucket, gen: torch.Generator, width: int | None = None,
            ) -> torch.Tensor:
-    """Activations shaped (batch, seq, width) with unit variance and a few outlier channels."""
+    """Activations shaped (batch, seq, width) with unit variance and a few outlier channels,
+    the same ones in every draw of a width: a model's outlier dimensions are its own (they
+    are what a calibrated int8 range has to hold), not a property of one batch."""
     width = width or arch.hidden_size
     x = randn((bucket.batch, bucket.seq, width), gen)
     n = max(1, width // OUTLIER_EVERY)
-    channels = torch.randperm(width, generator=gen)[:n]
+    channels = torch.randperm(width, generator=torch.Generator().manual_seed(width))[:n]
     x[..., channels] *= OUTLIER_SCALE
     return x
 
@@ -92,17 +94,73 @@ def int8_token_linear(weights: Tensors, params: Mapping[str, Value], rows: int,
     )
 
 
+#: The calibrated range of a GEMM's input, per input channel, kept beside its weights (an op
+#: kind's ``Tensors``) for the variants that quantize with it: measured on calibration data,
+#: shipped in the tuned config.
+RANGE_KEYS = ("x_min", "x_max")
+
+#: kind -> the name of its GEMM's input, for the kinds with a static int8 variant
+CALIBRATED_INPUTS: dict[str, str] = {}
+
+
+def calibrated_inputs() -> dict[str, str]:
+    """kind -> the name of its GEMM's input, for the kinds with a static int8 variant."""
+    from autotune.ops.registry import _load_builtin
+
+    _load_builtin()
+    return dict(CALIBRATED_INPUTS)
+
+
+def input_range(x: torch.Tensor) -> Tensors:
+    """Smallest and largest value of each channel (last dimension) of ``x``."""
+    flat = x.detach().float().reshape(-1, x.shape[-1])
+    return {"x_min": flat.amin(dim=0), "x_max": flat.amax(dim=0)}
+
+
+def merge_ranges(a: Tensors, b: Tensors) -> Tensors:
+    """The range covering both."""
+    return {"x_min": torch.minimum(a["x_min"], b["x_min"]),
+            "x_max": torch.maximum(a["x_max"], b["x_max"])}
+
+
+def ranges_of(weights: Tensors) -> Tensors:
+    """The calibrated input range kept among ``weights`` (empty if there is none)."""
+    return {k: weights[k] for k in RANGE_KEYS if k in weights}
+
+
+def int8_static_linear(weights: Tensors, params: Mapping[str, Value], rows: int,
+                       epilogue: str = "none", prefix: str = "") -> Linear:
+    """The ``int8_static`` variants' linear layer: int8 weights per output channel,
+    activations quantized to uint8 in the calibrated range of the op's input (``x_min``,
+    ``x_max`` among the weights), SmoothQuant strength ``smooth_pct`` (percent); the
+    epilogue runs as the GEMM's post-op."""
+    if not all(k in weights for k in RANGE_KEYS):
+        raise ValueError("int8_static needs the calibrated range of the op's input (x_min, "
+                         "x_max), measured on calibration data")
+    return make_linear(
+        weights[f"{prefix}weight"], weights[f"{prefix}bias"], precision="int8_static",
+        rows=rows, epilogue=epilogue, fuse_epilogue=True, x_min=weights["x_min"],
+        x_max=weights["x_max"], smooth=int(params["smooth_pct"]) / 100,
+        row_block=int(params.get("row_block", 0)),
+    )
+
+
 LinearMaker = Callable[..., Linear]
 GemmBuilder = Callable[[Tensors, Mapping[str, Value], BertArch, Bucket, LinearMaker], OpFn]
 
 
-def gemm_variants(kind: str, build: GemmBuilder) -> None:
-    """Register a GEMM kind's CPU variants, ``dense``, ``int8_dynamic`` and ``int8_token``:
+def gemm_variants(kind: str, build: GemmBuilder, static_input: str | None = None) -> None:
+    """Register a GEMM kind's CPU variants, ``dense``, ``int8_dynamic``, ``int8_token`` and,
+    where its input is calibrated (``static_input``: the input's name), ``int8_static``:
     ``build`` gets the variant's linear-layer maker, called as
     ``linear(weights, params, rows, epilogue, prefix)``."""
-    for name, linear, precision in (("dense", dense_linear, None),
-                                    ("int8_dynamic", int8_linear, _int8),
-                                    ("int8_token", int8_token_linear, _int8)):
+    makers: list[tuple[str, LinearMaker, Callable[[Mapping[str, Value]], str] | None]] = [
+        ("dense", dense_linear, None), ("int8_dynamic", int8_linear, _int8),
+        ("int8_token", int8_token_linear, _int8)]
+    if static_input is not None:
+        CALIBRATED_INPUTS[kind] = static_input
+        makers.append(("int8_static", int8_static_linear, _int8))
+    for name, linear, precision in makers:
         variant(kind, name, precision=precision)(partial(_with_linear, build, linear))
 
 

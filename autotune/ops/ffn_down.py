@@ -50,7 +50,7 @@ def _build(w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Bucket,
     return build_residual_ln(w, p, arch, bucket, linear, "h")
 
 
-common.gemm_variants("ffn_down", _build)
+common.gemm_variants("ffn_down", _build, static_input="h")
 
 
 # -- CUDA --------------------------------------------------------------------------------------

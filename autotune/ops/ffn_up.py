@@ -41,7 +41,7 @@ def _build(w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Bucket,
     return with_threads(lambda inp: lin(inp["x"]), int(p["threads"]))
 
 
-common.gemm_variants("ffn_up", _build)
+common.gemm_variants("ffn_up", _build, static_input="x")
 
 
 # -- CUDA --------------------------------------------------------------------------------------

@@ -63,7 +63,7 @@ def _build(w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Bucket,
         return t.contiguous() if contiguous else t
 
     if p["fused_qkv"]:
-        lin = linear(_fused(w), p, rows)
+        lin = linear(_fused(w) | common.ranges_of(w), p, rows)
 
         def run(inp: Tensors) -> Output:  # one GEMM, heads split by a view
             return tuple(finish(t) for t in _heads_of_fused(lin(inp["x"]), arch))
@@ -78,7 +78,7 @@ def _build(w: Tensors, p: Mapping[str, Value], arch: BertArch, bucket: Bucket,
     return with_threads(run, int(p["threads"]))
 
 
-common.gemm_variants("qkv_proj", _build)
+common.gemm_variants("qkv_proj", _build, static_input="x")
 
 
 # -- CUDA --------------------------------------------------------------------------------------

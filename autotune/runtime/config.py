@@ -64,15 +64,22 @@ class TunedConfig:
     #: per kind, choices for some encoder layers of a bucket instead of its default (a
     #: per-layer composition: e.g. the layer whose int8 error broke the bound in bfloat16)
     layer_ops: dict[str, tuple[Choice, ...]] = field(default_factory=dict)
+    #: per kind, the calibrated range of its GEMM's input in each call of a forward pass
+    #: (``x_min``, ``x_max`` per input channel): what its ``int8_static`` choices quantize with
+    calibration: dict[str, tuple[dict[str, torch.Tensor], ...]] = field(default_factory=dict)
 
 
 def config_dict(model_name: str, arch: BertArch, device: str, max_rel_error: float,
                 ops: dict[str, list[dict[str, Any]]], pad_to_multiple: int = 1,
-                varlen: bool = False, threads: int = 0, cuda_graphs: int = 0) -> dict[str, Any]:
+                varlen: bool = False, threads: int = 0, cuda_graphs: int = 0,
+                calibration: dict[str, list[dict[str, torch.Tensor]]] | None = None,
+                ) -> dict[str, Any]:
     """A TunedConfig as JSON-ready data; ``ops`` maps kind → entries with ``bucket``,
     ``variant``, ``params``, ``latency_ms``, ``baseline_ms`` and ``rel_error``. ``threads``
     > 0 runs every op on that many threads (0: each op's own choice); ``cuda_graphs`` > 0
-    replays a captured CUDA graph per shape for batches up to that size."""
+    replays a captured CUDA graph per shape for batches up to that size; ``calibration``
+    maps kind → per call of a forward pass the input range (``x_min``, ``x_max``) its
+    ``int8_static`` choices quantize with (written for the kinds that have such choices)."""
     from datetime import UTC, datetime
 
     from autotune.fingerprint import software
@@ -88,8 +95,26 @@ def config_dict(model_name: str, arch: BertArch, device: str, max_rel_error: flo
         "layout": {"pad_to_multiple": pad_to_multiple, "varlen": varlen, "threads": threads,
                    **({"cuda_graphs": cuda_graphs} if cuda_graphs else {})},
         "ops": {k: ops[k] for k in OP_KINDS if k in ops},
+        **({"calibration": {
+            k: [{"min": _floats(r["x_min"]), "max": _floats(r["x_max"])} for r in calibration[k]]
+            for k in OP_KINDS if k in calibration and k in static}}
+           if calibration and (static := _static_kinds(ops)) else {}),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+
+
+#: the variants that quantize with a calibrated input range, shipped in the config
+STATIC_VARIANTS = ("int8_static",)
+
+
+def _static_kinds(ops: dict[str, list[dict[str, Any]]]) -> set[str]:
+    return {k for k, entries in ops.items() if any(e["variant"] in STATIC_VARIANTS
+                                                    for e in entries)}
+
+
+def _floats(t: torch.Tensor) -> list[float]:
+    """Seven significant digits: a float32's, in a third of repr's characters."""
+    return [float(f"{v:.7g}") for v in t.tolist()]
 
 
 @cache
@@ -192,6 +217,7 @@ def parse_config(source: str | Path | dict[str, Any]) -> TunedConfig:
                                                           c.bucket.batch)))
         if overrides:
             layer_ops[kind] = tuple(overrides)
+    calibration = _calibration(data, arch, ops, layer_ops, where)
     layout = data["layout"]
     graphs = int(layout.get("cuda_graphs", 0))
     if graphs and device != "cuda":
@@ -203,7 +229,35 @@ def parse_config(source: str | Path | dict[str, Any]) -> TunedConfig:
     return TunedConfig(data["model"]["name"], arch, device, data["machine"], data["software"],
                        data["tolerance"]["max_rel_error"], layout["pad_to_multiple"],
                        layout["varlen"], layout.get("threads", 0), ops, data, graphs,
-                       layer_ops)
+                       layer_ops, calibration)
+
+
+def _calibration(data: dict[str, Any], arch: BertArch, ops: dict[str, tuple[Choice, ...]],
+                 layer_ops: dict[str, tuple[Choice, ...]], where: str,
+                 ) -> dict[str, tuple[dict[str, torch.Tensor], ...]]:
+    """The calibrated input ranges, one per call of the kind in a forward pass; an error
+    where an ``int8_static`` choice has none."""
+    out: dict[str, tuple[dict[str, torch.Tensor], ...]] = {}
+    for kind, entries in data.get("calibration", {}).items():
+        field = f"calibration.{kind}"
+        if len(entries) != KINDS[kind].count(arch):
+            raise ConfigError(f"{where}: {field}: {len(entries)} ranges for a kind called "
+                              f"{KINDS[kind].count(arch)} times per forward pass")
+        ranges = []
+        for n, e in enumerate(entries):
+            lo, hi = torch.tensor(e["min"]), torch.tensor(e["max"])
+            if lo.shape != hi.shape or not bool((lo <= hi).all()):
+                raise ConfigError(f"{where}: {field}[{n}]: min and max must have one value "
+                                  "per input channel, min <= max")
+            ranges.append({"x_min": lo, "x_max": hi})
+        out[kind] = tuple(ranges)
+    for kind in {*ops, *layer_ops}:
+        if kind not in out and any(c.variant in STATIC_VARIANTS for c in
+                                   (*ops.get(kind, ()), *layer_ops.get(kind, ()))):
+            raise ConfigError(f"{where}: ops.{kind}: an int8_static choice needs the "
+                              f"calibrated input ranges (calibration.{kind}), and there are "
+                              "none")
+    return out
 
 
 def _check_buckets(kind: str, defaults: list[Choice], overrides: list[Choice],

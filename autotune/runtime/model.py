@@ -17,7 +17,7 @@ from __future__ import annotations
 import inspect
 import threading
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, overload
 
@@ -112,8 +112,17 @@ class TunedBert(torch.nn.Module):
         self.config = config
         if device is not None:
             state_dict = {k: v.to(device) for k, v in state_dict.items()}
-        # op kind -> the weights of each of its calls in a forward pass (one per layer)
+        # op kind -> the weights of each of its calls in a forward pass (one per layer), with
+        # the calibrated range of the input where the config has one (static int8 needs it)
         self.weights = split_weights(state_dict, arch)
+        for kind, ranges in (config.calibration.items() if config else ()):
+            for w, r in zip(self.weights.get(kind, ()), ranges, strict=False):
+                width = next(v for v in w.values() if v.dim() == 2).shape[1]
+                if r["x_min"].numel() != width:
+                    raise ConfigError(f"calibration.{kind}: ranges of {r['x_min'].numel()} "
+                                      f"channels for an input of {width}")
+                w.update({k: v.to(next(iter(w.values())).device) for k, v in r.items()})
+        self._observer: Callable[[str, int, Tensors], None] | None = None
         self.ops: dict[str, tuple[Choice, ...]] = dict(config.ops) if config else {}
         # (kind, bucket, layer) -> the choice for that layer instead of the bucket's default
         self.layer_ops = {(kind, c.bucket, n): c for kind, cs in (
@@ -213,7 +222,14 @@ class TunedBert(torch.nn.Module):
         spec, w, arch = op_spec(kind), self._weights(kind, layer), self.arch
         return lambda inputs: spec.reference(w, inputs, arch)
 
+    def observe(self, hook: Callable[[str, int, Tensors], None] | None) -> None:
+        """Call ``hook(kind, layer, inputs)`` before each op runs (None: no more): what
+        calibration and the search's real-activation checks record."""
+        self._observer = hook
+
     def _run(self, kind: str, layer: int, batch: int, seq: int, inputs: Tensors) -> Output:
+        if self._observer is not None:
+            self._observer(kind, layer, inputs)
         fn, dtype = self._fn(kind, layer, batch, seq)
         return fn(cast_inputs(inputs, dtype))
 

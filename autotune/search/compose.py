@@ -34,9 +34,10 @@ from autotune.bench.peers import pooled
 from autotune.fingerprint import machine
 from autotune.measure.run import execution_device
 from autotune.measure.timing import time_many, time_many_cuda
-from autotune.models.bert import Bucket, ResolvedModel
+from autotune.models.bert import BertArch, Bucket, ResolvedModel
 from autotune.models.kinds import KINDS
-from autotune.ops.registry import PRECISION_RANK, layout_key, precision_of
+from autotune.ops.common import calibrated_inputs, input_range, merge_ranges
+from autotune.ops.registry import PRECISION_RANK, Tensors, layout_key, precision_of
 from autotune.runtime.config import config_dict, parse_config
 from autotune.runtime.model import TunedBert
 from autotune.search.samplers import make_sampler
@@ -119,6 +120,12 @@ class Composer:
                     b.batch, b.seq, texts.texts, _text_order(len(texts.texts), i),
                     min(CHECK_INPUTS, len(texts.texts)), self.arch.n_token_types)]
                 for i, b in enumerate(buckets)]
+        # Static int8 quantizes with ranges measured here, on every calibration text (else
+        # on the accuracy batches of random ids), and shipped in the config.
+        self.ranges = input_ranges(self.arch, self.state, [c for cs in self.checks for c in cs]
+                                   if texts is None else packed_batches(
+            4, min(128, self.arch.max_seq), texts.texts, range(len(texts.texts)),
+            len(texts.texts), self.arch.n_token_types))
         hf = self.reference_model()
         with torch.inference_mode():
             self.refs = [[hf(**batch) for batch in checks] for checks in self.checks]
@@ -160,7 +167,8 @@ class Composer:
                         "baseline_ms": e["ref_ms"], "rel_error": e["rel_error"],
                         **({} if index == default else {"layers": ns})})
         return config_dict(self.resolved.name, self.arch, self.device, self.tol, ops,
-                           comp.pad_to_multiple, comp.varlen, comp.threads, comp.cuda_graphs)
+                           comp.pad_to_multiple, comp.varlen, comp.threads, comp.cuda_graphs,
+                           self.ranges)
 
     def model(self, comp: Composition, buckets: list[int] | None = None) -> TunedBert:
         """The composition's model, its ops for ``buckets`` (indices; default all) built."""
@@ -385,6 +393,28 @@ class Composer:
         assert not unexpected and not [k for k in missing if "position_ids" not in k], \
             (missing, unexpected)
         return hf.to(self.on)
+
+
+def input_ranges(arch: BertArch, state: dict[str, torch.Tensor],
+                 batches: list[dict[str, torch.Tensor]]) -> dict[str, list[Tensors]]:
+    """Per kind with a static int8 variant, per layer: the range of each channel of its
+    GEMM's input over the float32 model's forward passes on ``batches``."""
+    inputs = calibrated_inputs()
+    seen: dict[tuple[str, int], Tensors] = {}
+
+    def record(kind: str, layer: int, op_inputs: Tensors) -> None:
+        if kind in inputs:
+            r = input_range(op_inputs[inputs[kind]])
+            old = seen.get((kind, layer))
+            seen[(kind, layer)] = r if old is None else merge_ranges(old, r)
+
+    model = TunedBert(arch, state, None)  # no config: every op its float32 reference
+    model.observe(record)
+    with torch.inference_mode():
+        for batch in batches:
+            model(**batch)
+    return {k: [seen[(k, n)] for n in range(KINDS[k].count(arch))] for k in inputs
+            if all((k, n) in seen for n in range(KINDS[k].count(arch)))}
 
 
 def _forward(model: TunedBert, batch: dict[str, torch.Tensor]) -> object:

@@ -48,8 +48,9 @@ def test_no_checkpoint_means_synthetic_inputs_only(tiny_model_dir: Path) -> None
 def test_the_gate_runs_the_checkpoint_on_real_activations(minilm_dir: Path) -> None:
     """Per-tensor int8 of ffn_down passes on synthetic activations (a few 6x outlier channels)
     and fails on MiniLM's own: its GELU outputs hold outliers far larger. bfloat16 holds on
-    both, int8 with a scale per token within the int8 tier's 0.05. The result's error is the
-    larger of the two checks."""
+    both, int8 with a scale per token and static int8 (its range calibrated on the same
+    activations) within the int8 tier's 0.05. The result's error is the larger of the two
+    checks."""
     resolved = resolve_model(str(minilm_dir))
     _, texts, _ = real_inputs(SearchOptions(), resolved, [Bucket(1, 32)])
     int8: dict[str, Value] = {
@@ -60,8 +61,11 @@ def test_the_gate_runs_the_checkpoint_on_real_activations(minilm_dir: Path) -> N
         "row_block": 0, "threads": 1}
     token: dict[str, Value] = {
         "variant": "int8_token", "residual": "separate", "row_block": 0, "threads": 1}
+    static: dict[str, Value] = {"variant": "int8_static", "smooth_pct": 75,
+                                "residual": "epilogue", "row_block": 0, "threads": 1}
     errors = {}
-    for name, params in (("int8", int8), ("bf16", bf16), ("token", token)):
+    for name, params in (("int8", int8), ("bf16", bf16), ("token", token),
+                         ("static", static)):
         task = MeasureTask(resolved.arch.to_dict(), "ffn_down", 1, 32, str(params["variant"]),
                            params, budget_s=0.05, min_rounds=2, real_model=str(minilm_dir),
                            real_texts=texts)
@@ -74,6 +78,9 @@ def test_the_gate_runs_the_checkpoint_on_real_activations(minilm_dir: Path) -> N
     assert max(errors["bf16"]) < 0.01
     # A scale per token: within the int8 tier's bound, a fifth of per-tensor's real error.
     assert errors["token"][0] < 0.02 and errors["token"][1] < min(0.05, errors["int8"][1] / 5)
+    # A range calibrated on the text, its outlier channels migrated into the weights: within
+    # the int8 tier's bound on both, a fifth of per-tensor's real error.
+    assert max(errors["static"]) < 0.05 and errors["static"][1] < errors["int8"][1] / 5, errors
 
 
 def test_a_search_on_a_checkpoint_stores_both_errors(tmp_path: Path, minilm_dir: Path) -> None:

@@ -16,7 +16,8 @@ from tests.conftest import TINY, op_case
 
 # bfloat16 keeps 8 mantissa bits; int8 ~7 bits on random data. The gate in the search is
 # --max-rel-error; these bounds only catch variants that are broken, not merely imprecise.
-TOLERANCE = {"float32": 1e-5, "bfloat16": 2e-2, "int8_dynamic": 6e-2, "int8_token": 6e-2}
+TOLERANCE = {"float32": 1e-5, "bfloat16": 2e-2, "int8_dynamic": 6e-2, "int8_token": 6e-2,
+             "int8_static": 6e-2}
 SPACES = load_spaces(DEFAULT_SPACES_DIR, "cpu")
 BUCKETS = [Bucket(1, 8), Bucket(3, 17), Bucket(2, 40)]  # 51 and 80 rows: no multiple of a block
 

@@ -60,6 +60,7 @@ def _composer(ranked: dict[str, list[dict]], device: str = "cpu",
     composer.buckets = [B] if second is None else [B, B2]
     composer.arch, composer.tol = TINY, 0.02
     composer.resolved = ResolvedModel("tiny-bert", TINY, "builtin")
+    composer.ranges = {}  # no calibration: no static int8 among the hand-made configs
     # no model behind it: a layer's own error is the sum of its ops' per-op errors (layer 1
     # a little worse, to break ties)
     composer.model = lambda comp, buckets=None: comp  # type: ignore[method-assign, assignment]
@@ -602,3 +603,32 @@ def test_seeds_the_per_op_times_call_much_slower_are_not_tried(tmp_path: Path) -
     assert not any(_precisions(composer, c, j)["ffn_down"] == "bfloat16"
                    for c in evaluated for j in range(2))
     assert any("seed not tried" in s and "4.0×" in s for s in said)
+
+
+def test_a_composition_with_static_int8_ships_the_ranges_it_calibrated(
+        tiny_model_dir: Path) -> None:
+    """The model-level study measures each static-int8 kind's input ranges on the float32
+    model once, builds its candidates with them, and writes them into the config for the
+    kinds whose choices use them (the per-op export has none to write, so it never ships
+    static int8)."""
+    import autotune
+    from autotune.models.bert import resolve_model
+    from autotune.search.compose import load_state
+    from tests.runtime.helpers import F32_GEMM, STATIC_GEMM, choices
+
+    resolved = resolve_model(str(tiny_model_dir))
+    buckets = [Bucket(2, 16)]
+    static, f32 = choices(STATIC_GEMM, "float32"), choices(F32_GEMM, "float32")
+    candidates = {k: {b: [_entry(static.get(k, f32[k]) if k == "ffn_down" else f32[k], 0.01)]
+                      for b in buckets} for k in f32}
+    state, _ = load_state(resolved)
+    composer = Composer(resolved, state, candidates, buckets, "fixed", 0.05)
+    cfg = composer.config(composer.winners())
+    assert set(cfg["calibration"]) == {"ffn_down"}
+    assert len(cfg["calibration"]["ffn_down"]) == TINY.num_hidden_layers
+    assert len(cfg["calibration"]["ffn_down"][0]["min"]) == TINY.intermediate_size
+    ((rel, cos),) = composer.accuracy(composer.model(composer.winners()))
+    assert 1e-5 < rel < 0.05 and cos > 0.99, (rel, cos)  # static int8 ran, and held
+    (tiny_model_dir / "tuned.json").write_text(json.dumps(cfg))
+    model = autotune.load(str(tiny_model_dir), tiny_model_dir / "tuned.json")
+    assert torch.isfinite(model(torch.randint(0, TINY.vocab_size, (3, 8))).last_hidden_state).all()

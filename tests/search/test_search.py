@@ -295,8 +295,8 @@ def test_warm_started_studies_stop_once_they_stop_improving(tmp_path: Path,
 def test_a_study_measures_a_config_of_every_precision(tmp_path: Path,
                                                       tiny_model_dir: Path) -> None:
     """Stepping back goes one precision up (int8 → bfloat16 → float32): every study ends
-    with a measured config of each, and of each variant computing in it (int8 per tensor
-    and per token), whatever the sampler drew (the budget's last trials go to the legal
+    with a measured config of each, and of each variant computing in it (int8 per tensor,
+    per token and static), whatever the sampler drew (the budget's last trials go to the legal
     config nearest the baseline of each tier still missing)."""
     from autotune.ops.registry import precision_of
     from autotune.search.loop import distance, tier_seeds
@@ -309,19 +309,20 @@ def test_a_study_measures_a_config_of_every_precision(tmp_path: Path,
         return precision_of("ffn_up", "cpu", p), p["variant"]
 
     assert sorted(tier(s) for s in seeds) == [
-        ("bfloat16", "dense"), ("int8", "int8_dynamic"), ("int8", "int8_token")]
+        ("bfloat16", "dense"), ("int8", "int8_dynamic"), ("int8", "int8_static"),
+        ("int8", "int8_token")]
     for s in seeds:
         assert s in configs and distance(s, space.baseline) == min(
             distance(c, space.baseline) for c in configs if tier(c) == tier(s))
 
-    opts = _opts(tmp_path, tiny_model_dir, ops=("ffn_up",), trials=4)
+    opts = _opts(tmp_path, tiny_model_dir, ops=("ffn_up",), trials=5)
     _run(opts, tmp_path / "tuned.json")
     (study,) = _studies(opts)
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert {tier(t.params) for t in done} == {
         ("float32", "dense"), ("bfloat16", "dense"), ("int8", "int8_dynamic"),
-        ("int8", "int8_token")}
-    assert len({params_key(t.params) for t in done}) == 4  # within the budget
+        ("int8", "int8_static"), ("int8", "int8_token")}
+    assert len({params_key(t.params) for t in done}) == 5  # within the budget
 
     # a study that runs out of patience early measures them before it stops
     opts = _opts(tmp_path, tiny_model_dir, ops=("ffn_up",), trials=30, patience=1,
@@ -333,3 +334,17 @@ def test_a_study_measures_a_config_of_every_precision(tmp_path: Path,
     assert {tier(t.params) for t in done} >= {
         ("float32", "dense"), ("bfloat16", "dense"), ("int8", "int8_dynamic"),
         ("int8", "int8_token")}
+
+
+def test_the_per_op_export_skips_static_int8(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the model-level study calibrates the model: a config built from the per-op studies
+    alone has no ranges to ship, so it takes the best choice that needs none."""
+    import autotune.export as export
+
+    rows = [{"params": {"variant": "int8_static", "smooth_pct": 50}, "cand_ms": 1.0},
+            {"params": {"variant": "int8_token"}, "cand_ms": 1.5}]
+    monkeypatch.setattr(export, "ranked_configs", lambda study, tol, k: rows)
+    best = export._best_of(None, 0.05)  # type: ignore[arg-type]
+    assert best is not None and best["params"]["variant"] == "int8_token"
+    monkeypatch.setattr(export, "ranked_configs", lambda study, tol, k: rows[:1])
+    assert export._best_of(None, 0.05) is None  # type: ignore[arg-type]

@@ -3,8 +3,9 @@
 The levers are real ones on x86: the GEMM library and weight layout (aten on (N,K) weights,
 addmm on a transposed (K,N) copy, MKL-packed or oneDNN-packed blocked weights), the
 precision (float32, bfloat16 — AMX where the CPU has it — or int8: activations quantized per
-call, per tensor by a quantized engine or per token), where the epilogue runs (oneDNN
-post-op or a separate pass) and row blocking (M split into chunks).
+call, per tensor by a quantized engine or per token, or with a range calibrated beforehand),
+where the epilogue runs (oneDNN post-op or a separate pass) and row blocking (M split into
+chunks).
 """
 
 from __future__ import annotations
@@ -181,6 +182,93 @@ def _int8_token_2d(
     return run
 
 
+#: oneDNN's quantized linear takes these unary post-ops (name, algorithm)
+_QLINEAR_POST_OPS = {"gelu_erf": ("gelu", "none"), "gelu_tanh": ("gelu", "tanh"),
+                     "tanh": ("tanh", "")}
+
+
+def _int8_static_2d(
+    weight: torch.Tensor, bias: torch.Tensor | None, x_min: torch.Tensor, x_max: torch.Tensor,
+    smooth: float, epilogue: str, fuse_epilogue: bool,
+) -> Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]:
+    """Static int8: the activation's range is calibrated beforehand (``x_min``, ``x_max``: the
+    smallest and largest value of each input channel seen on calibration data), so a call
+    quantizes in one pass with no reduction, to uint8 with a zero point: BERT's GEMM inputs
+    are lopsided (GELU outputs lie in [-0.17, ∞)), and a symmetric int8 range wastes half its
+    levels on them. Weights are int8 with one scale per output channel; the GEMM is oneDNN's
+    u8×s8 (VNNI, AMX-INT8 where there is one), with GELU/tanh and the residual add as its
+    post-ops when ``fuse_epilogue``.
+
+    ``smooth`` > 0 migrates the outlier channels' range into the weights (SmoothQuant, Xiao
+    et al. 2023): input channel j is divided by s_j = amax_j^smooth / wmax_j^(1 - smooth),
+    weight column j multiplied by it. The division costs nothing: it is folded into the
+    quantizing multiply, which is per channel anyway. On all-MiniLM-L6-v2 (every encoder
+    GEMM static, 110 texts) the worst sentence's embedding cosine was 0.985 without it and
+    0.994 at 0.75; per op the best value differs (0 for the attention output).
+
+    Values beyond the calibrated range are clipped: the range must come from data like
+    production's.
+    """
+    k = weight.shape[1]
+    if x_min.shape != (k,) or x_max.shape != (k,):
+        raise ValueError(f"int8_static needs a calibrated range per input channel ({k}); "
+                         f"got {tuple(x_min.shape)} and {tuple(x_max.shape)}")
+
+    def prepare() -> dict[str, Any]:
+        w = weight.detach().float()
+        lo, hi = x_min.detach().float(), x_max.detach().float()
+        s = torch.ones(k)
+        if smooth > 0:
+            amax = torch.maximum(hi, -lo).clamp_min(1e-5)
+            s = (amax.pow(smooth) / w.abs().amax(dim=0).clamp_min(1e-5).pow(1 - smooth))
+            s = s.clamp(1e-3, 1e3)
+        w = w * s
+        w_scale = (w.abs().amax(dim=1) / 127.0).clamp_min(1e-12)
+        q = torch.round(w / w_scale[:, None]).clamp_(-127, 127).to(torch.int8)
+        lo_t, hi_t = min(float((lo / s).min()), 0.0), max(float((hi / s).max()), 0.0)
+        scale = max((hi_t - lo_t) / 255.0, 1e-12)
+        return {"packed": torch.ops.onednn.qlinear_prepack(q, None), "w_scale": w_scale,
+                "w_zero": torch.zeros(w.shape[0], dtype=torch.long),
+                "bias": None if bias is None else bias.detach().float(),
+                "inv_s": None if smooth <= 0 else 1.0 / s, "scale": scale,
+                "zero": int(min(255, max(0, round(-lo_t / scale))))}
+
+    sources = tuple(t for t in (weight, bias, x_min, x_max) if t is not None)
+    p = derived(sources, ("int8_static", smooth), prepare)
+    packed, w_scale, w_zero, b = p["packed"], p["w_scale"], p["w_zero"], p["bias"]
+    inv_s, scale, zero = p["inv_s"], p["scale"], p["zero"]
+    unary, algorithm = _QLINEAR_POST_OPS.get(epilogue, ("none", "")) \
+        if fuse_epilogue else ("none", "")
+    with warnings.catch_warnings():  # quantized tensor creation is deprecated (warned once)
+        warnings.simplefilter("ignore")
+        torch.quantize_per_tensor(torch.zeros(1), 1.0, 0, torch.quint8)
+
+    def quantize(x: torch.Tensor) -> torch.Tensor:
+        # quantize_per_tensor rounds, clamps and narrows in one vectorized pass: 5x faster
+        # than the same in three torch ops (1,024 x 384 on a Xeon); its bytes are uint8 as
+        # they lie, so they are read in place, not copied by int_repr().
+        x = x.float() if inv_s is None else x.float() * inv_s
+        q = torch.quantize_per_tensor(x, scale, zero, torch.quint8)
+        return torch.empty(0, dtype=torch.uint8, device=q.device).set_(
+            q.untyped_storage(), q.storage_offset(), q.shape, q.stride())
+
+    if fuse_epilogue and epilogue == "add":
+        def run_add(x: torch.Tensor, o: torch.Tensor | None) -> torch.Tensor:
+            assert o is not None
+            return torch.ops.onednn.qlinear_pointwise.binary(
+                quantize(x), scale, zero, packed, w_scale, w_zero, o.float().contiguous(), b,
+                1.0, 0, torch.float32, 1.0, 0, "add", 1.0, "none", [], "")
+        return run_add
+
+    def run(x: torch.Tensor, o: torch.Tensor | None) -> torch.Tensor:
+        y = torch.ops.onednn.qlinear_pointwise(
+            quantize(x), scale, zero, packed, w_scale, w_zero, b, 1.0, 0, torch.float32,
+            unary, [], algorithm)
+        return y if unary != "none" else _epilogue(y, epilogue, o)
+
+    return run
+
+
 def make_linear(
     weight: torch.Tensor,
     bias: torch.Tensor | None,
@@ -194,18 +282,23 @@ def make_linear(
     qengine: str = "x86",
     per_channel: bool = True,
     reduce_range: bool = False,
+    x_min: torch.Tensor | None = None,
+    x_max: torch.Tensor | None = None,
+    smooth: float = 0.0,
 ) -> Linear:
     """Prepare ``weight`` (N, K) and ``bias`` (N,) for calls on ``rows`` rows at a time.
 
     ``precision`` is ``float32``, ``bfloat16``, ``int8_dynamic`` (per-tensor activations, a
-    quantized engine) or ``int8_token`` (per-token activations); ``row_block`` > 0 splits
-    the rows into chunks of that many; ``fuse_epilogue`` runs the epilogue as a oneDNN
-    post-op (``impl="onednn_packed"`` only).
+    quantized engine), ``int8_token`` (per-token activations) or ``int8_static`` (activations
+    in the calibrated range ``x_min``..``x_max`` per input channel, ``smooth`` the
+    SmoothQuant migration strength); ``row_block`` > 0 splits the rows into chunks of that
+    many; ``fuse_epilogue`` runs the epilogue as a oneDNN post-op (``impl="onednn_packed"``
+    or ``int8_static`` only).
     """
     if epilogue not in EPILOGUES:
         raise ValueError(f"unknown epilogue {epilogue!r}")
-    if fuse_epilogue and impl != "onednn_packed":
-        raise ValueError("a fused epilogue needs impl=onednn_packed")
+    if fuse_epilogue and impl != "onednn_packed" and precision != "int8_static":
+        raise ValueError("a fused epilogue needs impl=onednn_packed or int8_static")
     if 0 < row_block < rows:
         chunk = row_block
     elif impl == "mkl_packed" and precision == "float32":
@@ -219,6 +312,10 @@ def make_linear(
         core = _int8_dynamic_2d(weight, bias, qengine, per_channel, reduce_range, epilogue)
     elif precision == "int8_token":
         core = _int8_token_2d(weight, bias, epilogue)
+    elif precision == "int8_static":
+        if x_min is None or x_max is None:
+            raise ValueError("int8_static needs the calibrated input range (x_min, x_max)")
+        core = _int8_static_2d(weight, bias, x_min, x_max, smooth, epilogue, fuse_epilogue)
     elif precision in ("float32", "bfloat16"):
         dtype = torch.float32 if precision == "float32" else torch.bfloat16
         core = _dense_2d(weight, bias, impl, dtype, min(chunk, rows), epilogue, fuse_epilogue)
