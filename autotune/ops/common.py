@@ -132,8 +132,9 @@ def int8_static_linear(weights: Tensors, params: Mapping[str, Value], rows: int,
                        epilogue: str = "none", prefix: str = "") -> Linear:
     """The ``int8_static`` variants' linear layer: int8 weights per output channel,
     activations quantized to uint8 in the calibrated range of the op's input (``x_min``,
-    ``x_max`` among the weights), SmoothQuant strength ``smooth_pct`` (percent); the
-    epilogue runs as the GEMM's post-op."""
+    ``x_max`` among the weights), SmoothQuant strength ``smooth_pct`` (percent), the
+    ``outliers`` widest input channels kept in float32; the epilogue runs as the GEMM's
+    post-op."""
     if not all(k in weights for k in RANGE_KEYS):
         raise ValueError("int8_static needs the calibrated range of the op's input (x_min, "
                          "x_max), measured on calibration data")
@@ -141,6 +142,7 @@ def int8_static_linear(weights: Tensors, params: Mapping[str, Value], rows: int,
         weights[f"{prefix}weight"], weights[f"{prefix}bias"], precision="int8_static",
         rows=rows, epilogue=epilogue, fuse_epilogue=True, x_min=weights["x_min"],
         x_max=weights["x_max"], smooth=int(params["smooth_pct"]) / 100,
+        outliers=int(params.get("outliers", 0)),
         row_block=int(params.get("row_block", 0)),
     )
 

@@ -97,7 +97,8 @@ def layout_key(params: Mapping[str, Any]) -> tuple[str, ...]:
     """What decides the copy of a weight an op holds: variant, precision and GEMM layout
     (threads, row blocks and epilogues share one copy)."""
     return tuple(str(params.get(k)) for k in ("variant", "precision", "impl", "fused_qkv",
-                                              "granularity", "qengine", "smooth_pct"))
+                                              "granularity", "qengine", "smooth_pct",
+                                              "outliers"))
 
 
 def precision_dtype(params: Mapping[str, Value]) -> torch.dtype:

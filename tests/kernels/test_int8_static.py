@@ -64,6 +64,27 @@ def test_smoothing_moves_an_outlier_channel_into_the_weights() -> None:
     assert smoothed < 0.03 and plain > 2 * smoothed, (plain, smoothed)
 
 
+@pytest.mark.parametrize("fuse", [False, True], ids=["separate", "post-op"])
+def test_outlier_channels_kept_in_float32_take_their_error_out(fuse: bool) -> None:
+    """The widest channel kept in float32: the int8 GEMM's range is the other channels', so
+    their error drops to what they would have alone, and the outlier channel is exact (its
+    product computed in float32), under every epilogue."""
+    x, w, b, lo, hi = _case(rows=9, k=40, n=24, outlier=50.0)
+    r = torch.randn(9, 24)
+    for epilogue, fn in EPILOGUES.items():
+        want = fn(F.linear(x, w, b), r)
+        errors = [rel_error(_static(w, b, lo, hi, outliers=n, epilogue=epilogue,  # type: ignore[operator]
+                                    fuse_epilogue=fuse)(x, r if epilogue == "add" else None),
+                            want) for n in (0, 1)]
+        assert errors[1] < 0.03 and errors[0] > 3 * errors[1], (epilogue, errors)
+    only = torch.zeros_like(x)
+    only[:, 3] = x[:, 3]  # the outlier channel alone: nothing left for int8 to round
+    got = _static(w, b, lo, hi, outliers=1)(only)  # type: ignore[operator]
+    assert torch.allclose(got, F.linear(only, w, b), atol=1e-5)
+    with pytest.raises(ValueError, match="channels in float32"):
+        _static(w, b, lo, hi, outliers=40)
+
+
 def test_values_beyond_the_calibrated_range_are_clipped_to_it() -> None:
     """A static range holds what calibration saw: a larger input is clipped, as if it had
     been at the range's end (not wrapped around uint8, not NaN)."""

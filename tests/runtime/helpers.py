@@ -15,7 +15,7 @@ BF16_GEMM = {"variant": "dense", "precision": "bfloat16", "impl": "aten_t", "thr
 INT8_GEMM = {"variant": "int8_dynamic", "qengine": "x86", "granularity": "per_channel",
              "reduce_range": False, "threads": 1}
 INT8_TOKEN_GEMM = {"variant": "int8_token", "threads": 1}
-STATIC_GEMM = {"variant": "int8_static", "smooth_pct": 50, "threads": 1}
+STATIC_GEMM = {"variant": "int8_static", "smooth_pct": 50, "outliers": 0, "threads": 1}
 
 
 def choices(gemm: dict[str, Any], precision: str) -> dict[str, dict[str, Any]]:

@@ -95,12 +95,12 @@ def test_static_int8_keeps_every_held_out_sentence_embedding(
         model_dir: Path, st_model) -> None:  # type: ignore[no-untyped-def]
     """Every encoder GEMM in static int8, its ranges calibrated on half the built-in texts (the
     float32 model's activations, as the model-level study calibrates): each sentence of the
-    other half keeps cosine >= 0.99 to sentence-transformers' float32 embedding. SmoothQuant
-    per kind as the search finds it: 0.75 on the inputs after LayerNorm, none on the
-    attention context and the GELU output."""
-    from autotune.bench.lengths import packed_batches
+    other half keeps cosine >= 0.99 to sentence-transformers' float32 embedding, and >= 0.995
+    with the 4 widest input channels of each GEMM kept in float32, which is closer in the
+    worst case. SmoothQuant per kind as the search finds it: 0.75 on the inputs after
+    LayerNorm, none on the attention context and the GELU output."""
     from autotune.runtime.config import config_dict
-    from autotune.search.compose import input_ranges, load_state
+    from autotune.search.compose import input_ranges, load_state, padded_batches
 
     texts = [t for t in BUILTIN_TEXTS.read_text(encoding="utf-8").splitlines() if t]
     calibration, held_out = texts[::2], texts[1::2]
@@ -108,22 +108,26 @@ def test_static_int8_keeps_every_held_out_sentence_embedding(
     ids = [torch.tensor(st_model.tokenizer(t, truncation=True, max_length=128)["input_ids"])
            for t in calibration]
     state, _ = load_state(resolved)
-    ranges = input_ranges(resolved.arch, state, packed_batches(
-        4, 128, ids, range(len(ids)), len(ids), resolved.arch.n_token_types))
-    per_kind = choices(F32_GEMM, "float32")
-    for kind, smooth in (("qkv_proj", 75), ("attn_out", 0), ("ffn_up", 75), ("ffn_down", 0)):
-        per_kind[kind] = {**choices(STATIC_GEMM, "float32")[kind], "smooth_pct": smooth}
-    ops = make_config(resolved.arch, per_kind, [(1, 64), (8, 64)], name="model")["ops"]
-    model = autotune.load(str(model_dir), config=config_dict(
-        "model", resolved.arch, "cpu", 0.05, ops, calibration=ranges))
+    ranges = input_ranges(resolved.arch, state, padded_batches(ids))
     expected = st_model.encode(held_out, convert_to_tensor=True, normalize_embeddings=True)
-    cos = []
-    for i in range(0, len(held_out), 16):
-        tok = st_model.tokenizer(held_out[i:i + 16], padding=True, return_tensors="pt")
-        got = _mean_pool(model(**tok).last_hidden_state, tok["attention_mask"])
-        cos.append((got * expected[i:i + 16]).sum(-1))
-    worst = float(torch.cat(cos).min())
-    assert 0.99 <= worst < 0.9999, worst  # int8 ran, and kept every sentence
+    worst = {}
+    for outliers in (0, 4):
+        per_kind = choices(F32_GEMM, "float32")
+        for kind, smooth in (("qkv_proj", 75), ("attn_out", 0), ("ffn_up", 75),
+                             ("ffn_down", 0)):
+            per_kind[kind] = {**choices(STATIC_GEMM, "float32")[kind], "smooth_pct": smooth,
+                              "outliers": outliers}
+        ops = make_config(resolved.arch, per_kind, [(1, 64), (8, 64)], name="model")["ops"]
+        model = autotune.load(str(model_dir), config=config_dict(
+            "model", resolved.arch, "cpu", 0.05, ops, calibration=ranges))
+        cos = []
+        for i in range(0, len(held_out), 16):
+            tok = st_model.tokenizer(held_out[i:i + 16], padding=True, return_tensors="pt")
+            got = _mean_pool(model(**tok).last_hidden_state, tok["attention_mask"])
+            cos.append((got * expected[i:i + 16]).sum(-1))
+        worst[outliers] = float(torch.cat(cos).min())
+    assert 0.99 <= worst[0] < worst[4] < 0.9999, worst  # int8 ran, and kept every sentence
+    assert worst[4] >= 0.995, worst
 
 
 def test_apply_to_sentence_transformer(model_dir: Path) -> None:

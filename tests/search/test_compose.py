@@ -213,6 +213,25 @@ def test_seeds_include_one_precision_everywhere() -> None:
     assert len(seeds) == len({json.dumps(s, sort_keys=True) for s in seeds})  # no repeats
 
 
+def test_a_seed_takes_each_precisions_most_accurate_config() -> None:
+    """Besides the fastest config of each precision, a seed takes each op's most accurate
+    config of it: the fastest int8 configs of every op can compose over the bound where the
+    most accurate ones hold it."""
+    import os
+
+    from autotune.search.compose import seed_compositions
+
+    accurate_int8 = {**INT8, "granularity": "per_channel"}
+    composer = _composer({"ffn_up": [_entry(INT8, 0.03), _entry(accurate_int8, 0.01),
+                                     _entry(FP32, 0.0)],
+                          "attention": [_entry(FP32, 0.0)]})
+    seeds = seed_compositions(composer)
+    shared = {"layout.pad_to_multiple": 1, "layout.varlen": False,
+              "layout.threads": os.cpu_count() or 1}
+    assert {"choice.ffn_up.b1s8": 0, "choice.attention.b1s8": 0} | shared in seeds
+    assert {"choice.ffn_up.b1s8": 1, "choice.attention.b1s8": 0} | shared in seeds
+
+
 def test_cuda_compositions_choose_cuda_graphs_not_threads() -> None:
     from autotune.search.compose import _comp_of, seed_compositions
 

@@ -348,3 +348,24 @@ def test_the_per_op_export_skips_static_int8(monkeypatch: pytest.MonkeyPatch) ->
     assert best is not None and best["params"]["variant"] == "int8_token"
     monkeypatch.setattr(export, "ranked_configs", lambda study, tol, k: rows[:1])
     assert export._best_of(None, 0.05) is None  # type: ignore[arg-type]
+
+
+def test_the_ranking_keeps_each_precisions_most_accurate_config() -> None:
+    """Stepping back within a precision needs its accurate configs among the candidates: the
+    ranking keeps the most accurate config of each precision, wherever it ranks by speed."""
+    from optuna.distributions import CategoricalDistribution
+
+    study = optuna.create_study()
+    study.set_user_attr("kind", "ffn_up")
+    configs = [({"variant": "int8_dynamic"}, 0.40, 0.030), ({"variant": "int8_token"}, 0.45,
+                                                             0.020),
+               ({"variant": "int8_static", "outliers": 0}, 0.46, 0.025),
+               ({"variant": "int8_static", "outliers": 4}, 0.60, 0.008),
+               ({"variant": "dense", "precision": "float32"}, 1.0, 0.0)]
+    for params, value, err in configs:
+        dists = {k: CategoricalDistribution([v]) for k, v in params.items()}
+        study.add_trial(optuna.trial.create_trial(
+            params=params, distributions=dists, value=value,
+            user_attrs={"status": "ok", "rel_error": err, "cand_ms": value, "ref_ms": 1.0}))
+    ranked = [r["params"] for r in ranked_configs(study, 0.05, 2)]
+    assert ranked == [configs[0][0], configs[1][0], configs[3][0], configs[4][0]]
