@@ -121,6 +121,49 @@ def test_step_back_moves_the_least_precise_op_of_the_worst_layer_up() -> None:
         composer.step_back(comp)
 
 
+def test_step_back_can_move_an_op_in_several_layers_at_once() -> None:
+    """With ``layers_per_step`` 2 the worst op of each of the two worst layers moves in one
+    step (TINY has two layers: the bucket's own choice then moves)."""
+    composer = _composer({
+        "ffn_up": [_entry(INT8, 0.015), _entry(BF16, 0.003), _entry(FP32, 0.0)],
+        "attention": [_entry(BF16, 0.004), _entry(FP32, 0.0)],
+    })
+    comp = composer.step_back(Composition({"ffn_up": (0,), "attention": (0,)}, 1, False),
+                              layers_per_step=2)
+    assert comp.choice == {"ffn_up": (1,), "attention": (0,)} and comp.layers == {}
+
+
+def test_stepping_back_moves_more_layers_while_the_error_barely_moves(tmp_path: Path) -> None:
+    """Each step that takes less than a quarter of the excess error off doubles the layers
+    moved by the next one, up to every layer."""
+    import autotune.search.compose as compose
+
+    composer = _composer({"ffn_up": [_entry(INT8, 0.015), _entry(BF16, 0.003),
+                                     _entry(FP32, 0.0)]})
+    steps: list[int] = []
+    errors = iter([0.030, 0.029, 0.028, 0.010])
+
+    def step_back(comp: Composition, buckets: object = None,
+                  layers_per_step: int = 1) -> Composition:
+        steps.append(layers_per_step)
+        return comp
+
+    def evaluate(comp: Composition, base: object = None) -> dict:
+        err = next(errors)
+        return {"ratio": 1.0, "rel_error": err, "pooler_cos": 1.0, "bucket_violations":
+                [err - 0.02], "bucket_ratios": [1.0], "ms": 1.0, "anchor_ms": 1.0,
+                "bucket_uses": [[0]]}
+
+    composer.step_back = step_back  # type: ignore[method-assign, assignment]
+    composer.evaluate = evaluate  # type: ignore[method-assign, assignment]
+    composer.candidates = {"ffn_up": composer.candidates["ffn_up"]}
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'c.db'}")
+    composer.seconds, composer.lengths_desc, composer.accuracy_desc = 0.1, "fixed", "ids"
+    compose.run_composition(storage, composer, 1, 0, lambda msg: None)
+    # 0.030 -> 0.029 -> 0.028: small steps, then 0.010 holds; TINY has 2 layers, the cap
+    assert steps == [1, 2, 2]
+
+
 def test_step_back_tries_a_more_accurate_config_of_the_same_precision_first() -> None:
     """int8 per tensor (fast, error 0.04) steps to int8 per token (error 0.015) before it
     leaves int8; a same-precision config that is barely more accurate is no step."""
